@@ -1,0 +1,141 @@
+"""The worker WebSocket (``/worker``): frames in, commands to the project host, frames out.
+
+Theory of operation. After the upgrade the session token (from the ``session.<b64>``
+sub-protocol) is checked by the core. The session frame is always the first frame
+on a connection, followed by everything queued for the session while it was away;
+``ProjectHost.attach`` does both before any new frame can be sent. Outgoing frames
+go through an unbounded per-connection queue drained by one writer task, so the
+core never waits on a slow socket and frames are never dropped or reordered.
+Incoming frames are decoded into commands and submitted in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from pycoflux.orchestration import commands, effects
+from pycoflux.protocol import version
+from pycoflux.server.context import ApiError
+from pycoflux.server import workers
+
+log = logging.getLogger("pycoflux.server.ws")
+
+
+def session_token(subprotocols: list[str]) -> str | None:
+    for offered in subprotocols:
+        if not offered.startswith("session."):
+            continue
+        payload = offered[len("session.") :]
+        try:
+            return base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            continue
+    return None
+
+
+class WorkerConnection:
+    """One accepted worker socket with its ordered, unbounded outbox."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._websocket = websocket
+        self._outbox: asyncio.Queue[str | tuple[str | None]] = asyncio.Queue()
+        self.closed = asyncio.Event()
+
+    def send(self, frame: list[Any]) -> None:
+        self._outbox.put_nowait(json.dumps(frame, separators=(",", ":")))
+
+    def close(self, reason: str | None) -> None:
+        self._outbox.put_nowait((reason,))
+
+    async def write(self) -> None:
+        try:
+            while True:
+                item = await self._outbox.get()
+                if isinstance(item, tuple):
+                    reason = item[0]
+                    await self._websocket.close(code=4000 if reason else 1000, reason=reason or "")
+                    return
+                await self._websocket.send_text(item)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return
+        finally:
+            self.closed.set()
+
+
+def worker_endpoint(server: Any) -> Callable[[WebSocket], Awaitable[None]]:
+    async def endpoint(websocket: WebSocket) -> None:
+        expected = websocket.query_params.get("version")
+        try:
+            if expected and expected != version.API_VERSION:
+                raise ApiError(
+                    409,
+                    "version_mismatch",
+                    {"server": version.SERVER_VERSION, "expected": expected},
+                )
+            host = await server.project(websocket)
+        except ApiError as e:
+            await websocket.send_denial_response(e.response())
+            return
+        await websocket.accept(subprotocol="v1")
+        token = session_token(list(websocket.scope.get("subprotocols", [])))
+        outcome = await host.execute(
+            commands.ConnectSession(
+                token=token, workspace_id=websocket.query_params.get("workspaceId", "")
+            )
+        )
+        if not isinstance(outcome, effects.Reply):
+            reason = outcome.error if isinstance(outcome, effects.Rejected) else "session_invalid"
+            await websocket.close(code=4000, reason=reason)
+            return
+        session_frame: list[Any] = outcome.result
+        session_id: str = session_frame[1]
+        connection = WorkerConnection(websocket)
+        host.attach(session_id, connection, session_frame)
+        writer = asyncio.create_task(connection.write(), name=f"worker-writer-{session_id}")
+        try:
+            while not connection.closed.is_set():
+                receive = asyncio.create_task(websocket.receive(), name="worker-receive")
+                closed = asyncio.create_task(connection.closed.wait(), name="worker-closed")
+                done, _ = await asyncio.wait(
+                    {receive, closed}, return_when=asyncio.FIRST_COMPLETED
+                )
+                closed.cancel()
+                if receive not in done:
+                    receive.cancel()
+                    break
+                message = receive.result()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if text is None:
+                    continue
+                command = workers.decode(session_id, text)
+                if isinstance(command, workers.ProtocolError):
+                    log.warning("protocol error from session %s: %s", session_id, command)
+                    connection.close("protocol_error")
+                    continue
+                if isinstance(command, workers.Unsupported):
+                    connection.send([3, command.request_id, str(command)])
+                    continue
+                if command is not None:
+                    host.submit(command)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            host.detach(session_id, connection)
+            connection.close(None)
+            try:
+                await asyncio.wait_for(writer, timeout=5)
+            except (TimeoutError, asyncio.CancelledError):
+                writer.cancel()
+
+    return endpoint
+
