@@ -20,7 +20,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from pycoflux import errors
 from pycoflux.protocol import version
-from pycoflux.server import auth, blobs, logs, projects, topics, ws
+from pycoflux.server import auth, blobs, logs, projects, subscriptions, topics, ws
 from pycoflux.server.context import ApiError, Context, Handler
 from pycoflux.server import config as config_module
 from pycoflux.server.api import runs, workspaces
@@ -208,6 +208,7 @@ def create_app(config: config_module.ServerConfig) -> Starlette:
             Route("/metrics", metrics_endpoint, methods=methods),
             Route("/topics/{path:path}", topic, methods=methods),
             WebSocketRoute("/worker", ws.worker_endpoint(server)),
+            WebSocketRoute("/topics", subscriptions.topics_endpoint(server)),
             Route("/health", health),
             Route("/{path:path}", root, methods=methods),
         ],

@@ -1,0 +1,203 @@
+"""Live topics over WebSocket (``/topics``): a reset, then ordered batches of updates.
+
+Theory of operation. A subscription computes its topic's value with the same builder
+as the REST snapshot and sends it as a reset. The project host tells every listener
+which topics a committed batch touched; a subscription whose topic was touched
+recomputes its value and sends the difference as set/unset updates. Recomputation
+is coalesced: however many batches touch a topic while one recomputation runs, at
+most one more follows, so a slow client sees fewer, larger batches and never stalls
+the project.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from pycoflux.protocol import version
+from pycoflux.server import projects, topics
+from pycoflux.server.context import ApiError
+
+log = logging.getLogger("pycoflux.server.topics")
+
+Update = list[Any]
+
+
+def bearer_token(subprotocols: list[str]) -> str | None:
+    for offered in subprotocols:
+        if not offered.startswith("bearer."):
+            continue
+        payload = offered[len("bearer.") :]
+        try:
+            return base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            continue
+    return None
+
+
+def topic_key(segments: list[str]) -> tuple[str, ...] | None:
+    """The key the core publishes when the topic at these segments may have changed."""
+    match segments:
+        case ["workspaces"]:
+            return ("workspaces",)
+        case ["workspaces", ws, "runs", run]:
+            return ("run", ws, run)
+        case ["workspaces", ws, "workflows", module, target]:
+            return ("workflow", ws, module, target)
+        case ["workspaces", ws, ("manifests" | "modules" | "queue" | "sessions") as kind]:
+            return (kind, ws)
+    return None
+
+
+def _touched(key: tuple[str, ...], published: frozenset[tuple[str, ...]]) -> bool:
+    if key[0] == "run":
+        # A run topic shows executions of several workspaces; match on the run alone.
+        return any(p[0] == "run" and p[2] == key[2] for p in published)
+    return key in published
+
+
+def diff(old: Any, new: Any, path: list[Any] | None = None) -> list[Update]:
+    """Updates turning ``old`` into ``new``: set (0) and unset (1) operations."""
+    path = path or []
+    if old == new:
+        return []
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return [[0, path, new]]
+    updates: list[Update] = []
+    for key in old:
+        if key not in new:
+            updates.append([1, path, key])
+    for key, value in new.items():
+        if key not in old:
+            updates.append([0, [*path, key], value])
+        else:
+            updates.extend(diff(old[key], value, [*path, key]))
+    return updates
+
+
+def _segments(topic: Any) -> list[str] | None:
+    if isinstance(topic, str):
+        return [unquote(s) for s in topic.split("/") if s]
+    if isinstance(topic, list) and all(isinstance(s, str) for s in topic):
+        return list(topic)
+    return None
+
+
+class Subscription:
+    def __init__(
+        self, channel: int, key: tuple[str, ...], builder: topics.Builder, value: Any
+    ) -> None:
+        self.channel = channel
+        self.key = key
+        self.builder = builder
+        self.value = value
+        self.dirty = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class TopicSession:
+    """One client connection and its subscriptions."""
+
+    def __init__(self, websocket: WebSocket, host: projects.ProjectHost) -> None:
+        self._websocket = websocket
+        self._host = host
+        self._subscriptions: dict[int, Subscription] = {}
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, frame: list[Any]) -> None:
+        async with self._send_lock:
+            await self._websocket.send_text(json.dumps(frame, separators=(",", ":")))
+
+    def topics_changed(self, published: frozenset[tuple[str, ...]]) -> None:
+        for subscription in self._subscriptions.values():
+            if _touched(subscription.key, published):
+                subscription.dirty.set()
+
+    async def _follow(self, subscription: Subscription) -> None:
+        while True:
+            await subscription.dirty.wait()
+            subscription.dirty.clear()
+            value = await self._host.read(subscription.builder)
+            updates = diff(subscription.value, value)
+            subscription.value = value
+            if updates:
+                await self.send([3, subscription.channel, updates])
+
+    async def subscribe(self, channel: int, topic: Any) -> None:
+        segments = _segments(topic)
+        builder = None if segments is None else topics.route(segments)
+        key = None if segments is None else topic_key(segments)
+        value = None if builder is None else await self._host.read(builder)
+        if builder is None or key is None or value is None:
+            await self.send([0, channel, "not_found"])
+            return
+        for existing in self._subscriptions.values():
+            if existing.key == key:
+                await self.send([4, channel, existing.channel])
+                return
+        subscription = Subscription(channel, key, builder, value)
+        self._subscriptions[channel] = subscription
+        await self.send([2, channel, value])
+        subscription.task = asyncio.create_task(
+            self._follow(subscription), name=f"topic-{channel}"
+        )
+
+    def unsubscribe(self, channel: int) -> None:
+        subscription = self._subscriptions.pop(channel, None)
+        if subscription is not None and subscription.task is not None:
+            subscription.task.cancel()
+
+    async def run(self) -> None:
+        self._host.listen(self)
+        try:
+            while True:
+                try:
+                    frame = json.loads(await self._websocket.receive_text())
+                except ValueError:
+                    continue  # malformed frames are ignored
+                if not isinstance(frame, list) or not frame:
+                    continue
+                match frame:
+                    case [2, int(channel), topic, *_]:
+                        await self.subscribe(channel, topic)
+                    case [3, int(channel)]:
+                        self.unsubscribe(channel)
+                    case [1, int(channel), *_]:
+                        await self.send([0, channel, "not_found"])
+        finally:
+            self._host.unlisten(self)
+            for channel in list(self._subscriptions):
+                self.unsubscribe(channel)
+
+
+def topics_endpoint(server: Any) -> Callable[[WebSocket], Awaitable[None]]:
+    async def endpoint(websocket: WebSocket) -> None:
+        subprotocols = list(websocket.scope.get("subprotocols", []))
+        try:
+            host = await server.project(websocket)
+            await server.authenticate(websocket, host, bearer_token(subprotocols))
+            expected = websocket.query_params.get("version")
+            if expected and expected != version.API_VERSION:
+                raise ApiError(
+                    409,
+                    "version_mismatch",
+                    {"server": version.SERVER_VERSION, "expected": expected},
+                )
+        except ApiError as e:
+            await websocket.send_denial_response(e.response())
+            return
+        await websocket.accept(subprotocol="v1" if "v1" in subprotocols else None)
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await TopicSession(websocket, host).run()
+
+    return endpoint
+
