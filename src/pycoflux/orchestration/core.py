@@ -533,7 +533,7 @@ class Orchestrator:
                 session.executing.discard(execution_id)
                 self._fail(execution_id, model.Completion.ABANDONED)
         session.starting -= reported
-        session.executing |= reported
+        session.executing = reported  # exactly what the worker runs (server-api.md §9.6)
         self._publish("sessions", self._store.workspace_external_id(session.workspace_id))
         self._tick()
 
@@ -686,8 +686,12 @@ class Orchestrator:
             wait = self._waits.get(key)
             if wait is None:
                 continue
-            self._drop_wait(key)
-            if not self._answer(wait):
+            # Dropped first so a cascade from cancel_remaining can't answer it twice; its
+            # timer keeps running while the wait moves on to a successor (a hand-off).
+            self._drop_wait(key, disarm=False)
+            if self._answer(wait):
+                self._effects.append(effects.DisarmTimer(key=("select", *key)))
+            else:
                 self._register_wait(key, wait)
         self._tick_requested = True
 
@@ -714,13 +718,14 @@ class Orchestrator:
             if pending is not None:
                 self._waiting_on.setdefault(pending, set()).add(key)
 
-    def _drop_wait(self, key: tuple[str, int]) -> None:
+    def _drop_wait(self, key: tuple[str, int], *, disarm: bool = True) -> None:
         wait = self._waits.pop(key, None)
         if wait is None:
             return
         for keys in self._waiting_on.values():
             keys.discard(key)
-        self._effects.append(effects.DisarmTimer(key=("select", *key)))
+        if disarm:
+            self._effects.append(effects.DisarmTimer(key=("select", *key)))
 
     def _select(self, command: commands.Select) -> None:
         held = self._held_by(command.session_id, command.execution_id)

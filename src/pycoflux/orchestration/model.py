@@ -169,10 +169,7 @@ def tags_match(requires: TagSet, provides: TagSet, accepts: TagSet) -> bool:
     for key, wanted in requires.items():
         if not set(wanted) & set(offered.get(key, [])):
             return False
-    for key, accepted in accepts.items():
-        if not set(accepted) & set(requires.get(key, [])):
-            return False
-    return True
+    return all(set(accepted) & set(requires.get(key, [])) for key, accepted in accepts.items())
 
 
 def merge_requires(run_requires: TagSet, step_requires: TagSet) -> TagSet:

@@ -7,11 +7,9 @@ stop each project host (its last batch commits), close the stores.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
@@ -21,9 +19,9 @@ from starlette.routing import Route, WebSocketRoute
 from pycoflux import errors
 from pycoflux.protocol import version
 from pycoflux.server import auth, blobs, logs, projects, subscriptions, topics, ws
-from pycoflux.server.context import ApiError, Context, Handler
 from pycoflux.server import config as config_module
 from pycoflux.server.api import runs, workspaces
+from pycoflux.server.context import ApiError, Context, Handler
 
 log = logging.getLogger("pycoflux.server")
 
@@ -203,7 +201,8 @@ def create_app(config: config_module.ServerConfig) -> Starlette:
         routes=[
             Route("/api", api, methods=methods),
             Route("/api/{name:path}", api, methods=methods),
-            Route("/blobs/{key}", blob, methods=methods),
+            # A percent-encoded "/" must not route a key elsewhere: the whole rest is the key.
+            Route("/blobs/{key:path}", blob, methods=methods),
             Route("/logs", logs_endpoint, methods=methods),
             Route("/metrics", metrics_endpoint, methods=methods),
             Route("/topics/{path:path}", topic, methods=methods),

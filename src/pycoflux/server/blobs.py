@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
@@ -55,6 +56,6 @@ async def handle(context: Context) -> Response:
             os.replace(temporary, target)
             return Response(status_code=204)
         finally:
-            if os.path.exists(temporary):
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
     return Response(status_code=405)

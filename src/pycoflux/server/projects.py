@@ -156,7 +156,7 @@ class ProjectHost:
                 batch.append(self._inbox.get_nowait())
             now = now_ms()
             try:
-                outcomes = await self._on_thread(lambda b=batch: self._apply(b, now))  # type: ignore[misc]
+                outcomes = await self._on_thread(lambda b=batch, n=now: self._apply(b, n))  # type: ignore[misc]
             except Exception as e:
                 log.exception("batch failed in project %s", self.project_id)
                 for pending in batch:
@@ -292,17 +292,6 @@ class Projects:
         await host.start()
         self._hosts[project_id] = host
         return host
-
-    def _open_logs(self) -> sqlite3.Connection:
-        db = sqlite.connect(self.directory / "logs.sqlite", migrations=False)
-        log_store.open_schema(db)
-        return db
-
-    async def write_logs(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a log/metric store operation on the project's storage thread."""
-        assert self._logs is not None
-        db = self._logs
-        return await self._on_thread(lambda: fn(db))
 
     async def stop(self) -> None:
         hosts, self._hosts = self._hosts, {}

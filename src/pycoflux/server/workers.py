@@ -68,6 +68,39 @@ def _error(value: Any) -> tuple[model.ErrorInfo, bool | None]:
     return model.ErrorInfo(type=str(value[0]), message=str(value[1]), frames=frames), retryable
 
 
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ProtocolError("expected a string")
+    return value
+
+
+def _texts(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise ProtocolError("expected a list of strings")
+    return [_text(item) for item in value]
+
+
+def _optional_int(value: Any) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ProtocolError("expected an integer or null")
+    return value
+
+
+def _targets(value: Any) -> dict[str, dict[str, list[str]]]:
+    if not isinstance(value, dict) or not all(isinstance(k, dict) for k in value.values()):
+        raise ProtocolError("targets must be {module: {kind: [names]}}")
+    return {
+        module: {kind: _texts(names) for kind, names in kinds.items()}
+        for module, kinds in value.items()
+    }
+
+
+def _handles(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(h, dict) for h in value):
+        raise ProtocolError("handles must be a list of objects")
+    return value
+
+
 def _value(value: Any) -> model.Value:
     if not isinstance(value, list) or not value or value[0] not in ("raw", "blob"):
         raise ProtocolError("value must be ['raw', ...] or ['blob', ...]")
@@ -103,57 +136,66 @@ def _decode(
     s = session_id
     match name:
         case "declare_targets":
-            return commands.DeclareTargets(session_id=s, targets=p[0], concurrency=int(p[1] or 0))
+            return commands.DeclareTargets(
+                session_id=s, targets=_targets(p[0]), concurrency=int(p[1] or 0)
+            )
         case "session_draining":
             return commands.DrainSession(session_id=s)
         case "record_heartbeats":
-            return commands.RecordHeartbeats(session_id=s, statuses=dict(p[0]))
+            if not isinstance(p[0], dict):
+                raise ProtocolError("heartbeats must be {executionId: status}")
+            return commands.RecordHeartbeats(session_id=s, statuses=p[0])
         case "started" | "define_metric":
             return None
         case "put_result":
-            return commands.RecordResult(session_id=s, execution_id=p[0], value=_value(p[1]))
+            return commands.RecordResult(session_id=s, execution_id=_text(p[0]), value=_value(p[1]))
         case "put_error":
             error, retryable = _error(p[1])
             return commands.RecordError(
-                session_id=s, execution_id=p[0], error=error, retryable=retryable
+                session_id=s, execution_id=_text(p[0]), error=error, retryable=retryable
             )
         case "put_timeout":
-            return commands.RecordTimeout(session_id=s, execution_id=p[0])
+            return commands.RecordTimeout(session_id=s, execution_id=_text(p[0]))
         case "notify_terminated":
-            return commands.RecordTermination(session_id=s, execution_ids=list(p[0]))
+            return commands.RecordTermination(session_id=s, execution_ids=_texts(p[0]))
         case "suspend":
             return commands.Suspend(
-                session_id=s, execution_id=p[0], execute_after=p[1] if len(p) > 1 else None
+                session_id=s,
+                execution_id=_text(p[0]),
+                execute_after=_optional_int(p[1]) if len(p) > 1 else None,
             )
         case "register_group":
             return commands.RegisterGroup(
-                session_id=s, execution_id=p[0], group_id=int(p[1]), name=p[2]
+                session_id=s, execution_id=_text(p[0]), group_id=int(p[1]), name=p[2]
             )
         case "submit":
             padded = p + [None] * (16 - len(p))
             return commands.SubmitChild(
                 session_id=s,
                 request_id=int(request_id),
-                module=padded[0],
-                target=padded[1],
+                module=_text(padded[0]),
+                target=_text(padded[1]),
                 type=model.TargetType.parse(padded[2]),
                 arguments=[_value(v) for v in padded[3]],
-                parent_id=padded[4],
-                group_id=padded[5],
+                parent_id=_text(padded[4]),
+                group_id=_optional_int(padded[5]),
                 options=_options(*padded[6:16]),
             )
         case "select":
             return commands.Select(
                 session_id=s,
                 request_id=int(request_id),
-                handles=list(p[0]),
-                execution_id=p[1],
-                timeout_ms=p[2],
+                handles=_handles(p[0]),
+                execution_id=_text(p[1]),
+                timeout_ms=_optional_int(p[2]),
                 suspend=bool(p[3]),
                 cancel_remaining=bool(p[4]) if len(p) > 4 else False,
             )
         case "cancel":
             return commands.CancelHandles(
-                session_id=s, request_id=int(request_id), handles=list(p[0]), execution_id=p[1]
+                session_id=s,
+                request_id=int(request_id),
+                handles=_handles(p[0]),
+                execution_id=_text(p[1]),
             )
     return None

@@ -23,8 +23,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from pycoflux.orchestration import commands, effects
 from pycoflux.protocol import version
-from pycoflux.server.context import ApiError
 from pycoflux.server import workers
+from pycoflux.server.context import ApiError
 
 log = logging.getLogger("pycoflux.server.ws")
 

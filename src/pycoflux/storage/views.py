@@ -198,7 +198,10 @@ def _result(
                     " LEFT JOIN completions c ON c.execution_id = e.id WHERE e.id = ?",
                     (successor,),
                 ).fetchone()
-                nested = _result(db, successor, *nested_row, depth=depth + 1)
+                value_, error_, retryable_, kind_, successor_ = nested_row
+                nested = _result(
+                    db, successor, value_, error_, retryable_, kind_, successor_, depth=depth + 1
+                )
             return {
                 "type": _RESULT_TYPES[completion],
                 "execution": successor_summary,

@@ -1,4 +1,4 @@
-"""Request body validation shared by the API handlers (``server-api.md`` §4.1–4.2)."""
+"""Request body validation shared by the API handlers (``server-api.md`` §4.1-4.2)."""
 
 from __future__ import annotations
 
