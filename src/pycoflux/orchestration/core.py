@@ -82,7 +82,9 @@ class SelectWait:
 class Orchestrator:
     """Applies commands to one project's store and says what must happen next."""
 
-    def __init__(self, store: ports.OrchestrationStore, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, store: ports.OrchestrationStore, *, rng: random.Random | None = None
+    ) -> None:
         self._store = store
         self._rng = rng or random.Random()
         self._sessions: dict[str, LiveSession] = {}
@@ -196,7 +198,9 @@ class Orchestrator:
             return None
         return workspace
 
-    def _held_by(self, session_id: str, execution_id: str) -> tuple[LiveSession, model.Execution] | None:
+    def _held_by(
+        self, session_id: str, execution_id: str
+    ) -> tuple[LiveSession, model.Execution] | None:
         """The execution if this session holds it; otherwise close the connection (strict)."""
         session = self._sessions.get(session_id)
         execution = self._store.execution_by_external_id(execution_id)

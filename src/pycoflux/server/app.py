@@ -159,7 +159,9 @@ def create_app(config: config_module.ServerConfig) -> Starlette:
             response = e.response()
         return server.cors(request, response)
 
-    async def guarded(request: Request, handler: Callable[[Context], Awaitable[Response]]) -> Response:
+    async def guarded(
+        request: Request, handler: Callable[[Context], Awaitable[Response]]
+    ) -> Response:
         try:
             if request.method == "OPTIONS":
                 return server.cors(request, Response(status_code=204))

@@ -52,7 +52,6 @@ class Context:
             raise ApiError(400, "bad_request", "invalid_json")
         return data
 
-
     async def run(self, command: commands.Command) -> Any:
         """Apply a command; a rejection becomes the matching error response."""
         outcome = await self.host.execute(command)

@@ -171,9 +171,7 @@ class ProjectHost:
                 if not pending.future.done():
                     pending.future.set_result(reply)
 
-    def _apply(
-        self, batch: list[_Pending], now: int
-    ) -> list[list[effects.Effect] | BaseException]:
+    def _apply(self, batch: list[_Pending], now: int) -> list[list[effects.Effect] | BaseException]:
         """Apply a batch in one transaction, one savepoint per command (writer thread)."""
         assert self._db is not None and self._core is not None
         db = self._db

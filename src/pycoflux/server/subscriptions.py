@@ -147,9 +147,7 @@ class TopicSession:
         subscription = Subscription(channel, key, builder, value)
         self._subscriptions[channel] = subscription
         await self.send([2, channel, value])
-        subscription.task = asyncio.create_task(
-            self._follow(subscription), name=f"topic-{channel}"
-        )
+        subscription.task = asyncio.create_task(self._follow(subscription), name=f"topic-{channel}")
 
     def unsubscribe(self, channel: int) -> None:
         subscription = self._subscriptions.pop(channel, None)
@@ -200,4 +198,3 @@ def topics_endpoint(server: Any) -> Callable[[WebSocket], Awaitable[None]]:
             await TopicSession(websocket, host).run()
 
     return endpoint
-

@@ -107,9 +107,7 @@ def _value(value: Any) -> model.Value:
     return value
 
 
-def decode(
-    session_id: str, text: str
-) -> commands.Command | ProtocolError | Unsupported | None:
+def decode(session_id: str, text: str) -> commands.Command | ProtocolError | Unsupported | None:
     """The command a frame asks for; None for frames with no server effect."""
     try:
         message = json.loads(text)
@@ -130,9 +128,7 @@ def decode(
         return ProtocolError(str(e))
 
 
-def _decode(
-    session_id: str, name: Any, p: list[Any], request_id: Any
-) -> commands.Command | None:
+def _decode(session_id: str, name: Any, p: list[Any], request_id: Any) -> commands.Command | None:
     s = session_id
     match name:
         case "declare_targets":

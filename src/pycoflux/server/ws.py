@@ -104,9 +104,7 @@ def worker_endpoint(server: Any) -> Callable[[WebSocket], Awaitable[None]]:
             while not connection.closed.is_set():
                 receive = asyncio.create_task(websocket.receive(), name="worker-receive")
                 closed = asyncio.create_task(connection.closed.wait(), name="worker-closed")
-                done, _ = await asyncio.wait(
-                    {receive, closed}, return_when=asyncio.FIRST_COMPLETED
-                )
+                done, _ = await asyncio.wait({receive, closed}, return_when=asyncio.FIRST_COMPLETED)
                 closed.cancel()
                 if receive not in done:
                     receive.cancel()
@@ -138,4 +136,3 @@ def worker_endpoint(server: Any) -> Callable[[WebSocket], Awaitable[None]]:
                 writer.cancel()
 
     return endpoint
-

@@ -230,7 +230,9 @@ class SqliteOrchestrationStore:
         return step_id
 
     def next_step_number(self, run_id: int) -> int:
-        (number,) = self._one("SELECT coalesce(max(number), 0) + 1 FROM steps WHERE run_id = ?", run_id)
+        (number,) = self._one(
+            "SELECT coalesce(max(number), 0) + 1 FROM steps WHERE run_id = ?", run_id
+        )
         return int(number)
 
     def step_by_number(self, run_external_id: str, number: int) -> int | None:

@@ -30,8 +30,11 @@ def migrate(connection: sqlite3.Connection) -> None:
     """Apply the numbered ``migrations/*.sql`` files not yet applied (``user_version``)."""
     (current,) = connection.execute("PRAGMA user_version").fetchone()
     scripts = sorted(
-        (entry for entry in resources.files("pycoflux.storage.migrations").iterdir()
-         if entry.name.endswith(".sql")),
+        (
+            entry
+            for entry in resources.files("pycoflux.storage.migrations").iterdir()
+            if entry.name.endswith(".sql")
+        ),
         key=lambda entry: entry.name,
     )
     for entry in scripts:

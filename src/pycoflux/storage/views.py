@@ -74,7 +74,12 @@ def _references(references: list[list[Any]]) -> list[dict[str, Any]]:
 
 def _frames(frames: list[list[Any]]) -> list[dict[str, Any]]:
     return [
-        {"file": f[0], "line": f[1], "name": f[2] if len(f) > 2 else None, "code": f[3] if len(f) > 3 else None}
+        {
+            "file": f[0],
+            "line": f[1],
+            "name": f[2] if len(f) > 2 else None,
+            "code": f[3] if len(f) > 3 else None,
+        }
         for f in frames
     ]
 
@@ -141,9 +146,7 @@ def workflow(
         "parameters": None,
         "instruction": None,
         "configuration": None,
-        "runs": {
-            r[0]: {"id": r[0], "createdAt": r[1], "createdBy": _loads(r[2])} for r in runs
-        },
+        "runs": {r[0]: {"id": r[0], "createdAt": r[1], "createdBy": _loads(r[2])} for r in runs},
     }
     if row is not None:
         data = json.loads(row[0])
@@ -214,11 +217,15 @@ def _result(
                 "successor": successor_attempt,
                 "createdBy": None,
             }
-        if completion in (
-            model.Completion.ABANDONED,
-            model.Completion.CRASHED,
-            model.Completion.TIMEOUT,
-        ) and value is None:
+        if (
+            completion
+            in (
+                model.Completion.ABANDONED,
+                model.Completion.CRASHED,
+                model.Completion.TIMEOUT,
+            )
+            and value is None
+        ):
             return {
                 "type": _RESULT_TYPES[completion],
                 "retry": successor_attempt,
@@ -278,7 +285,16 @@ def run(db: sqlite3.Connection, workspace: str, run_id: str) -> dict[str, Any] |
         " WHERE s.run_id = ? ORDER BY s.number",
         (internal_id,),
     ).fetchall()
-    for step_id, number, module, target, options_text, arguments, step_created, parent_id in step_rows:
+    for (
+        step_id,
+        number,
+        module,
+        target,
+        options_text,
+        arguments,
+        step_created,
+        parent_id,
+    ) in step_rows:
         executions: dict[str, Any] = {}
         for (
             execution_id,

@@ -20,6 +20,12 @@ def fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(progress, "POLL_INTERVAL", 0.01)
 
 
+@pytest.fixture(autouse=True)
+def registered(fake: FakeServer) -> None:
+    """The workflow is registered unless a test says otherwise."""
+    fake.on("GET", WORKFLOW_PATH, body={"parameters": [], "configuration": None, "runs": {}})
+
+
 def run_topic(result: Any, *, assigned: bool = True) -> dict[str, Any]:
     return {
         "createdAt": 1,
@@ -158,6 +164,7 @@ def test_flag_overrides(
 
 def test_ensures_the_workspace(fake: FakeServer, on: Run) -> None:
     fake.on("POST", "/api/submit_workflow", body=SUBMITTED)
+    fake.on("GET", "/topics/workspaces/W2/workflows/pkg.mod/main", body={"runs": {}})
     result = on("-w", "fresh", "submit", "--no-wait", "pkg.mod/main")
     assert result.exit_code == 0
     [create] = fake.calls("/api/create_workspace")
@@ -178,13 +185,19 @@ def test_server_error_is_prefixed(fake: FakeServer, on: Run) -> None:
     assert result.stderr == "failed to submit workflow: forbidden: \n"
 
 
-def test_unknown_target_hint_only_when_waiting_in_text(fake: FakeServer, on: Run) -> None:
+def test_an_unregistered_workflow_is_an_error_that_says_how_to_register(
+    fake: FakeServer, on: Run
+) -> None:
+    fake.on("GET", WORKFLOW_PATH, status=404, body={"error": "not_found"})
     fake.on("POST", "/api/submit_workflow", body=SUBMITTED)
-    quiet = on("submit", "--no-wait", "pkg.mod/main")
-    assert quiet.stderr == ""
-    fake.on("GET", "/topics/workspaces/W1/runs/R1", body=run_topic({"type": "value"}))
-    waiting = on("submit", "pkg.mod/main")
-    assert "no workflow 'pkg.mod/main' is registered" in waiting.stderr
+    result = on("submit", "--no-wait", "pkg.mod/main")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("failed to get workflow: not_found: ")
+    assert "no workflow 'pkg.mod/main' is registered in workspace 'default'" in line
+    assert "--register" in line
+    assert fake.calls("/api/submit_workflow") == []
 
 
 def test_json_wait_prints_the_run_after_the_root_completes(fake: FakeServer, on: Run) -> None:

@@ -104,13 +104,12 @@ def submit(
         cause = e.__cause__
         if not (isinstance(cause, ApiError) and cause.status == 404):
             raise
-        # The server doesn't check targets (upstream submits anyway); tell a human why
-        # nothing may happen until a worker offering the target connects.
-        if tty or not (obj.json_output or no_wait):
-            output.echo_err(
-                f"Note: no workflow '{target}' is registered in workspace '{workspace}'; "
-                "the run will wait for a worker that provides it."
-            )
+        # Like upstream, an unknown workflow is an error; say how to make it known.
+        raise errors.ClientError(
+            f"failed to get workflow: not_found: no workflow '{target}' is registered in "
+            f"workspace '{workspace}' (start a worker with --register, or run "
+            "'coflux manifests register')"
+        ) from e
 
     body: dict[str, Any] = {
         "workspaceId": workspace_id,

@@ -82,9 +82,7 @@ async def register_manifests(context: Context) -> Response:
     workspace_id = body.get("workspaceId", "workspace_id", fields.string, required=True)
     manifests = body.get("manifests", "manifests", _manifests, required=True)
     body.check()
-    await context.run(
-        commands.RegisterManifests(workspace_id=workspace_id, manifests=manifests)
-    )
+    await context.run(commands.RegisterManifests(workspace_id=workspace_id, manifests=manifests))
     return Response(status_code=204)
 
 

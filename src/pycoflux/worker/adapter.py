@@ -1,0 +1,260 @@
+"""One adapter child process in ``execute`` mode, speaking JSON Lines over stdio."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import shutil
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pycoflux import errors
+from pycoflux.protocol import version
+from pycoflux.worker import console
+
+log = console.get_logger()
+
+# Values up to the SDK's 64 KiB inline threshold plus references and multi-item stream
+# pushes travel on one line; asyncio's default 64 KiB line limit would break on them.
+LINE_LIMIT = 128 * 1024 * 1024
+_STDERR_TAIL = 40
+
+
+def detect_adapter(cwd: Path) -> tuple[str, ...]:
+    """Pick the adapter command for a project directory (highest confidence wins)."""
+    if (cwd / ".venv" / "bin" / "python").exists():
+        return (".venv/bin/python", "-m", "coflux")
+    if (cwd / "venv" / "bin" / "python").exists():
+        return ("venv/bin/python", "-m", "coflux")
+    if (cwd / "poetry.lock").exists():
+        return ("poetry", "run", "python", "-m", "coflux")
+    if (cwd / "uv.lock").exists():
+        return ("uv", "run", "python", "-m", "coflux")
+    if shutil.which("uv"):
+        return ("uv", "run", "--with", "coflux", "python", "-m", "coflux")
+    if shutil.which("python3"):
+        return ("python3", "-m", "coflux")
+    if shutil.which("python"):
+        return ("python", "-m", "coflux")
+    raise errors.ConfigError(
+        "no adapter configured; run 'coflux setup' or add 'worker.adapter' to coflux.toml"
+    )
+
+
+def resolve_argv(argv: tuple[str, ...], cwd: Path) -> tuple[str, ...]:
+    """Make a relative program path (``.venv/bin/python``) relative to the worker's cwd."""
+    program = argv[0]
+    if os.sep in program and not os.path.isabs(program):
+        return (str(cwd / program), *argv[1:])
+    return argv
+
+
+def check_ready(message: Any) -> None:
+    """Validate the adapter's first line (AP §5.2); raises ``AdapterError``."""
+    if not isinstance(message, dict):
+        raise errors.AdapterError("failed to parse ready message")
+    if message.get("method") != "ready":
+        raise errors.AdapterError(f"expected ready message, got {message.get('method')}")
+    params = message.get("params")
+    if not isinstance(params, dict) or "version" not in params:
+        raise errors.AdapterError(
+            "adapter did not send a protocol version; update the coflux Python package"
+        )
+    reported = str(params["version"])
+    expected = version.API_VERSION
+    if expected != "dev" and reported != "dev" and reported != expected:
+        raise errors.AdapterError(
+            f"adapter version mismatch: CLI expects protocol version {expected}, "
+            f"but the adapter reports {reported} — update the coflux Python package"
+        )
+
+
+def _reject_constant(name: str) -> Any:
+    # Non-finite numbers must never reach the server (strict JSON), so such lines are dropped.
+    raise ValueError(f"non-finite number {name}")
+
+
+def decode_line(line: bytes) -> Any:
+    return json.loads(line, parse_constant=_reject_constant)
+
+
+def encode_line(message: Mapping[str, Any]) -> bytes:
+    return (json.dumps(message, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+class AdapterProcess:
+    """A spawned executor: serialized writes, ordered reads, stderr drained in the background."""
+
+    def __init__(self, process: asyncio.subprocess.Process, argv: tuple[str, ...]) -> None:
+        self._process = process
+        self.argv = argv
+        self.label: str | None = None  # the execution id once bound, for stderr lines
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
+        self._write_lock = asyncio.Lock()
+        self._stderr_task = asyncio.create_task(
+            self._drain_stderr(), name=f"adapter-stderr-{process.pid}"
+        )
+
+    @classmethod
+    async def spawn(
+        cls, argv: tuple[str, ...], *, cwd: Path, ready_timeout: float
+    ) -> AdapterProcess:
+        """Start ``<argv> execute`` and wait for a valid ``ready`` line."""
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                "execute",
+                cwd=cwd,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                limit=LINE_LIMIT,
+                # Own process group: a terminal Ctrl-C aimed at the worker must not reach
+                # user code while the worker drains gracefully.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise errors.AdapterError(f"cannot start adapter {argv[0]}: {exc}") from exc
+        adapter = cls(process, argv)
+        try:
+            async with asyncio.timeout(ready_timeout):
+                line = await adapter._readline()
+            if not line:
+                raise errors.AdapterError("executor closed before ready")
+            try:
+                message = decode_line(line)
+            except ValueError:
+                raise errors.AdapterError("failed to parse ready message") from None
+            check_ready(message)
+        except TimeoutError:
+            await adapter.kill()
+            raise errors.AdapterError("executor closed before ready (timed out)") from None
+        except BaseException:
+            await adapter.kill()
+            raise
+        return adapter
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._process.returncode is None
+
+    async def _readline(self) -> bytes:
+        stdout = self._process.stdout
+        assert stdout is not None
+        try:
+            return await stdout.readline()
+        except ValueError as exc:
+            # Over-long line: the reader has discarded it; report and carry on.
+            log.warning("adapter line too long", extra=console.fields(execution_id=self.label))
+            raise errors.AdapterError("adapter line too long") from exc
+
+    async def read_message(self) -> dict[str, Any] | None:
+        """The next JSON object from stdout; non-JSON lines are logged and skipped; None at EOF."""
+        while True:
+            try:
+                line = await self._readline()
+            except errors.AdapterError:
+                continue
+            except (ConnectionError, OSError):
+                return None
+            if not line:
+                return None
+            if not line.strip():
+                continue
+            try:
+                message = decode_line(line)
+            except ValueError:
+                log.warning(
+                    "ignoring non-JSON adapter output",
+                    extra=console.fields(
+                        execution_id=self.label, line=line[:200].decode("utf-8", "replace").rstrip()
+                    ),
+                )
+                continue
+            if isinstance(message, dict):
+                return message
+            log.warning(
+                "ignoring non-object adapter message", extra=console.fields(execution_id=self.label)
+            )
+
+    async def write(self, message: Mapping[str, Any]) -> None:
+        """Write one line; raises ``AdapterError`` when stdin is gone."""
+        data = encode_line(message)
+        stdin = self._process.stdin
+        assert stdin is not None
+        async with self._write_lock:
+            if stdin.is_closing():
+                raise errors.AdapterError("executor stdin is closed")
+            try:
+                stdin.write(data)
+                await stdin.drain()
+            except (ConnectionError, OSError) as exc:
+                raise errors.AdapterError(f"cannot write to executor: {exc}") from exc
+
+    def close_stdin(self) -> None:
+        stdin = self._process.stdin
+        if stdin is not None and not stdin.is_closing():
+            stdin.close()
+
+    def _signal_kill(self) -> None:
+        if self._process.returncode is not None:
+            return
+        # The executor leads its own process group, so this also takes user subprocesses.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self._process.kill()
+
+    async def kill(self) -> None:
+        """Close stdin, SIGKILL at once, reap."""
+        self.close_stdin()
+        self._signal_kill()
+        await self._reap()
+
+    async def stop(self, grace: float) -> None:
+        """Close stdin and give the adapter ``grace`` seconds to exit before killing it."""
+        self.close_stdin()
+        try:
+            async with asyncio.timeout(grace):
+                await self._process.wait()
+        except TimeoutError:
+            self._signal_kill()
+        await self._reap()
+
+    async def _reap(self) -> None:
+        await self._process.wait()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await asyncio.shield(self._stderr_task)
+
+    def kill_now(self) -> None:
+        """Synchronous kill for the emergency exit path."""
+        self._signal_kill()
+
+    async def _drain_stderr(self) -> None:
+        stderr = self._process.stderr
+        assert stderr is not None
+        while True:
+            try:
+                line = await stderr.readline()
+            except ValueError:
+                continue
+            except (ConnectionError, OSError):
+                return
+            if not line:
+                return
+            text = line.decode("utf-8", "replace").rstrip("\n")
+            self.stderr_tail.append(text)
+            log.debug(
+                "adapter stderr",
+                extra=console.fields(execution_id=self.label, pid=self.pid, line=text),
+            )

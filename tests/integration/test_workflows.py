@@ -1,0 +1,282 @@
+"""Real workflows end to end: the real server, a real ``coflux worker``, the official SDK.
+
+Each test writes a module of SDK workflows, starts a worker on it against a server
+subprocess with its own data directory, submits through the CLI and reads results
+back through the CLI, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from tests.support.eventually import eventually
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+COFLUX = Path(sys.executable).parent / "coflux"
+
+FLOWS = textwrap.dedent(
+    """
+    import time
+
+    import coflux as cf
+
+
+    @cf.task()
+    def add(a: int, b: int) -> int:
+        return a + b
+
+
+    @cf.task()
+    def double(x: int) -> int:
+        return x * 2
+
+
+    @cf.workflow()
+    def sequential(x: int) -> int:
+        return double(add(x, 1))
+
+
+    @cf.workflow()
+    def parallel(n: int) -> list:
+        executions = [double.submit(i) for i in range(n)]
+        return [execution.result() for execution in executions]
+
+
+    @cf.task()
+    def big(size: int) -> str:
+        return "x" * size
+
+
+    @cf.workflow()
+    def large(size: int) -> int:
+        return len(big(size))
+
+
+    @cf.task()
+    def explode(message: str) -> None:
+        raise ValueError(message)
+
+
+    @cf.workflow()
+    def failing(message: str) -> None:
+        explode(message)
+
+
+    @cf.task()
+    def level3(x: int) -> int:
+        return x + 3
+
+
+    @cf.task()
+    def level2(x: int) -> int:
+        return level3(x) * 10
+
+
+    @cf.task()
+    def level1(x: int) -> int:
+        return level2(x) + 1
+
+
+    @cf.workflow()
+    def nested(x: int) -> int:
+        return level1(x)
+
+
+    @cf.task()
+    def slow(seconds: float) -> str:
+        time.sleep(seconds)
+        return "done"
+
+
+    @cf.workflow()
+    def slow_flow(seconds: float) -> str:
+        return slow(seconds)
+    """
+)
+
+
+@dataclass
+class Stack:
+    server: ServerProcess
+    directory: Path
+    worker: subprocess.Popen[bytes] | None = None
+    worker_log: IO[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "COFLUX_HOST": f"localhost:{self.server.port}",
+            "COFLUX_PROJECT": "test",
+            "COFLUX_LOGS_FLUSH_INTERVAL": "0",
+        }
+
+    def start_worker(self) -> None:
+        self.worker_log = open(self.directory / "worker.log", "ab")  # noqa: SIM115 - closed in stop_worker
+        self.worker = subprocess.Popen(
+            [
+                str(COFLUX),
+                "worker",
+                "--register",
+                "--concurrency",
+                "4",
+                "--adapter",
+                f"{sys.executable},-m,coflux",
+                "flows",
+            ],
+            cwd=self.directory,
+            env=self.env,
+            stdout=self.worker_log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop_worker(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.terminate()
+            try:
+                self.worker.wait(10)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait()
+        if self.worker_log is not None:
+            self.worker_log.close()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(COFLUX), *args],
+            cwd=self.directory,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def submit(self, target: str, *arguments: Any) -> str:
+        done = self.cli(
+            "submit", "--no-wait", "-o", "json", f"flows/{target}", *map(json.dumps, arguments)
+        )
+        assert done.returncode == 0, done.stderr
+        return str(json.loads(done.stdout)["runId"])
+
+    def result(self, run_id: str, timeout: float = 30) -> dict[str, Any]:
+        def finished() -> dict[str, Any] | None:
+            done = self.cli("runs", "result", "-o", "json", run_id)
+            if done.returncode != 0:
+                assert "no result yet" in done.stderr, done.stderr
+                return None
+            return dict(json.loads(done.stdout))
+
+        try:
+            return eventually(finished, timeout=timeout, interval=0.1)
+        except AssertionError:
+            log = (self.directory / "worker.log").read_text(errors="replace")
+            raise AssertionError(f"run {run_id} did not finish; worker log:\n{log}") from None
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    (tmp_path / "flows.py").write_text(FLOWS)
+    server = ServerProcess(tmp_path / "data")
+    server.start()
+    stack = Stack(server=server, directory=tmp_path)
+    stack.start_worker()
+    eventually(
+        lambda: (
+            "flows" in json.loads(stack.cli("manifests", "inspect", "-o", "json").stdout or "{}")
+        ),
+        timeout=30,
+        interval=0.1,
+    )
+    try:
+        yield stack
+    finally:
+        stack.stop_worker()
+        server.stop()
+
+
+def value(result: dict[str, Any]) -> Any:
+    assert result["type"] == "value", result
+    return result["value"]["data"]
+
+
+def test_tasks_called_one_after_another(stack: Stack) -> None:
+    assert value(stack.result(stack.submit("sequential", 4))) == 10
+
+
+def test_tasks_submitted_in_parallel(stack: Stack) -> None:
+    assert value(stack.result(stack.submit("parallel", 12))) == [i * 2 for i in range(12)]
+
+
+def test_a_large_value_travels_through_a_blob(stack: Stack) -> None:
+    run_id = stack.submit("large", 200_000)
+    assert value(stack.result(run_id)) == 200_000
+    # The task's own result is the big string: stored as a blob, readable through the CLI.
+    child = stack.cli("runs", "result", "-o", "json", f"{run_id}:2")
+    result = json.loads(child.stdout)
+    assert result["value"]["type"] == "blob"
+    assert result["value"]["size"] >= 200_000
+    text = stack.cli("runs", "result", f"{run_id}:2")
+    assert text.returncode == 0
+    assert text.stdout.strip() == '"' + "x" * 200_000 + '"'
+
+
+def test_an_error_reaches_the_run_with_its_type_and_message(stack: Stack) -> None:
+    run_id = stack.submit("failing", "boom")
+    result = stack.result(run_id)
+    assert result["type"] == "error", result
+    assert result["error"]["message"] == "boom"
+    assert result["error"]["type"] == "builtins.ValueError"
+    # The workflow re-raised its task's error; each keeps its own traceback.
+    assert [frame["name"] for frame in result["error"]["frames"]] == ["failing"]
+    task = json.loads(stack.cli("runs", "result", "-o", "json", f"{run_id}:2").stdout)
+    assert task["type"] == "error"
+    assert [frame["name"] for frame in task["error"]["frames"]] == ["explode"]
+    text = stack.cli("runs", "result", run_id)
+    assert text.returncode == 0
+    assert text.stdout.startswith("Traceback (most recent call last):")
+    assert text.stdout.rstrip().endswith("builtins.ValueError: boom")
+
+
+def test_tasks_nested_three_levels_deep(stack: Stack) -> None:
+    assert value(stack.result(stack.submit("nested", 1))) == 41
+
+
+def test_submit_waits_and_prints_the_run(stack: Stack) -> None:
+    done = stack.cli("submit", "-o", "json", "flows/sequential", "1")
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)
+    root = next(s for s in run["steps"].values() if s["parentId"] is None)
+    assert root["executions"]["1"]["result"]["value"]["data"] == 4
+
+
+def test_server_killed_mid_run_loses_nothing(stack: Stack) -> None:
+    run_id = stack.submit("slow_flow", 2.0)
+
+    def running() -> bool:
+        done = stack.cli("runs", "inspect", "--no-wait", run_id)
+        steps = json.loads(done.stdout)["steps"] if done.returncode == 0 else {}
+        return any(
+            e["assignedAt"] is not None and s["target"] == "slow"
+            for s in steps.values()
+            for e in s["executions"].values()
+        )
+
+    eventually(running, timeout=30, interval=0.1)
+    stack.server.restart(kill=True)
+    assert value(stack.result(run_id, timeout=60)) == "done"
+    # And the result stays readable after another crash.
+    stack.server.restart(kill=True)
+    assert value(stack.result(run_id)) == "done"

@@ -1,0 +1,1 @@
+"""Worker tests: a fake server and real SDK adapter processes."""
