@@ -144,6 +144,8 @@ async def test_draining_session_gets_no_new_work_but_finishes_its_own(
     held = await submit(client, workspace)
     await draining.command("execute", held["executionId"])
     await draining.notify("session_draining")
+    # Frames are applied in order: once this request is answered, the drain is recorded.
+    await draining.reply(await draining.request("cancel", [], held["executionId"]))
     later = await submit(client, workspace)
     # Another worker takes the new run: the draining one was passed over.
     fresh = await connect_worker(workspace)
