@@ -280,3 +280,38 @@ def test_server_killed_mid_run_loses_nothing(stack: Stack) -> None:
     # And the result stays readable after another crash.
     stack.server.restart(kill=True)
     assert value(stack.result(run_id)) == "done"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (("flows/nope", "1"), "failed to get workflow: not_found: no workflow 'flows/nope'"),
+        (("flows/sequential", "1", "2"), "flows/sequential takes 1 argument(s) (x), 2 given"),
+        (("flows/sequential", "{bad"), 'bad_request:  (details: {"arguments.0":"not_json"})'),
+    ],
+)
+def test_bad_submissions_get_one_line_errors_and_create_nothing(
+    stack: Stack, arguments: tuple[str, ...], message: str
+) -> None:
+    done = stack.cli("submit", "--no-wait", *arguments)
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert message in line
+    modules = json.loads(stack.cli("-o", "json", "queue").stdout or "{}")
+    assert modules == {}
+
+
+def test_a_worker_that_cannot_import_its_module_exits_with_the_reason(stack: Stack) -> None:
+    done = subprocess.run(
+        [str(COFLUX), "worker", "--adapter", f"{sys.executable},-m,coflux", "no_such_module"],
+        cwd=stack.directory,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()[-1:]
+    assert line.startswith("worker error: discovery failed")
+    assert "no_such_module" in line

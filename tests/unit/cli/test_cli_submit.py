@@ -23,7 +23,8 @@ def fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def registered(fake: FakeServer) -> None:
     """The workflow is registered unless a test says otherwise."""
-    fake.on("GET", WORKFLOW_PATH, body={"parameters": [], "configuration": None, "runs": {}})
+    # No manifest, only runs: the signature is unknown, so any arguments go through.
+    fake.on("GET", WORKFLOW_PATH, body={"parameters": None, "configuration": None, "runs": {}})
 
 
 def run_topic(result: Any, *, assigned: bool = True) -> dict[str, Any]:
@@ -125,14 +126,14 @@ def test_pads_missing_arguments_with_registered_defaults(fake: FakeServer, on: R
             "parameters": [
                 {"name": "a", "default": None},
                 {"name": "b", "default": "2"},
-                {"name": "c", "default": None},
+                {"name": "c", "default": "null"},
             ],
             "configuration": None,
         },
     )
     fake.on("POST", "/api/submit_workflow", body=SUBMITTED)
     on("submit", "--no-wait", "pkg.mod/main", "1")
-    assert submit_body(fake)["arguments"] == [["json", "1"], ["json", "2"]]
+    assert submit_body(fake)["arguments"] == [["json", "1"], ["json", "2"], ["json", "null"]]
 
 
 @pytest.mark.parametrize(
@@ -264,3 +265,37 @@ def test_live_tree_lines() -> None:
     assert lines[1].startswith("└─ ") and "pkg.mod/child" in lines[1]
     assert "(cancelled)" in lines[1]
     assert progress.all_outcome(run) is None
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (("1", "2", "3"), "pkg.mod/main takes 2 argument(s) (a, b), 3 given"),
+        ((), "pkg.mod/main is missing argument(s) without a default: a"),
+    ],
+)
+def test_argument_count_is_checked_against_the_registered_signature(
+    fake: FakeServer, on: Run, arguments: tuple[str, ...], message: str
+) -> None:
+    parameters = [
+        {"name": "a", "default": None, "annotation": None},
+        {"name": "b", "default": "2", "annotation": None},
+    ]
+    fake.on("GET", WORKFLOW_PATH, body={"parameters": parameters, "configuration": None})
+    fake.on("POST", "/api/submit_workflow", body=SUBMITTED)
+    result = on("submit", "--no-wait", "pkg.mod/main", *arguments)
+    assert result.exit_code == 1
+    assert result.stderr == message + "\n"
+    assert fake.calls("/api/submit_workflow") == []
+
+
+def test_a_default_fills_a_missing_trailing_argument(fake: FakeServer, on: Run) -> None:
+    parameters = [
+        {"name": "a", "default": None, "annotation": None},
+        {"name": "b", "default": "2", "annotation": None},
+    ]
+    fake.on("GET", WORKFLOW_PATH, body={"parameters": parameters, "configuration": None})
+    fake.on("POST", "/api/submit_workflow", body=SUBMITTED)
+    result = on("submit", "--no-wait", "pkg.mod/main", "1")
+    assert result.exit_code == 0, result.stderr
+    assert submit_body(fake)["arguments"] == [["json", "1"], ["json", "2"]]

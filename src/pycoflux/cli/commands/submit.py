@@ -54,6 +54,29 @@ def padded_arguments(arguments: tuple[str, ...], parameters: Any) -> list[list[s
     return encoded
 
 
+def check_arity(target: str, arguments: tuple[str, ...], parameters: Any) -> None:
+    """Refuse a call that the workflow's registered signature cannot accept."""
+    if not isinstance(parameters, list):
+        return
+    names = [str(p.get("name")) if isinstance(p, dict) else "?" for p in parameters]
+    if len(arguments) > len(names):
+        raise errors.ClientError(
+            f"{target} takes {len(names)} argument(s) ({', '.join(names) or 'none'}), "
+            f"{len(arguments)} given"
+        )
+    missing = [
+        name
+        for name, parameter in zip(
+            names[len(arguments) :], parameters[len(arguments) :], strict=True
+        )
+        if not (isinstance(parameter, dict) and isinstance(parameter.get("default"), str))
+    ]
+    if missing:
+        raise errors.ClientError(
+            f"{target} is missing argument(s) without a default: {', '.join(missing)}"
+        )
+
+
 @click.command(
     "submit",
     cls=grammar.Command,
@@ -111,6 +134,7 @@ def submit(
             "'coflux manifests register')"
         ) from e
 
+    check_arity(target, arguments, workflow.get("parameters"))
     body: dict[str, Any] = {
         "workspaceId": workspace_id,
         "module": module,
