@@ -33,6 +33,7 @@ SCHEMA: dict[str, Any] = {
         "concurrency": "int",
         "provides": "list",
         "accepts": "list",
+        "executor": "string",
     },
     "blobs": {"threshold": "int", "stores": "stores"},
     "logs": {

@@ -15,6 +15,7 @@ from pycoflux.cli.commands import (
     assets,
     blobs,
     inputs,
+    login,
     logs,
     manifests,
     pools,
@@ -118,6 +119,7 @@ for _module in (
     sessions,
     queue,
     inputs,
+    login,
 ):
     _module.register(cli)
 

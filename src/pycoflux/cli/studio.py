@@ -77,3 +77,92 @@ def project_token(team: str, host: str, environ: Mapping[str, str]) -> str:
     except OSError:
         pass  # the cache only saves a round trip
     return token
+
+
+# --- Device authorisation (``coflux login``) -------------------------------------------
+
+
+def _error_text(response: Any) -> tuple[str, str]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    return str(body.get("error") or ""), str(body.get("error_description") or "")
+
+
+def start_device_flow(base: str, name: str) -> dict[str, Any]:
+    """Ask Studio for a device code; returns its JSON (device_code, verification_uri, ...)."""
+    import httpx
+
+    try:
+        response = httpx.post(f"{base}/api/auth/device", json={"name": name}, timeout=30)
+    except httpx.HTTPError as e:
+        raise errors.ClientError(f"failed to start authentication: {e}") from None
+    if response.status_code != 200:
+        raise errors.ClientError(
+            f"failed to start authentication: failed to start device flow: {response.text}"
+        )
+    body = response.json()
+    if not isinstance(body, dict) or not isinstance(body.get("device_code"), str):
+        raise errors.ClientError("failed to start authentication: malformed device flow response")
+    return body
+
+
+def poll_device_flow(
+    base: str,
+    flow: dict[str, Any],
+    *,
+    sleep: Any = time.sleep,
+    clock: Any = time.monotonic,
+) -> dict[str, Any]:
+    """Poll until Studio grants a token (at most every 5 s), or the code expires."""
+    import httpx
+
+    interval = max(float(flow.get("interval") or 0), 5.0)
+    deadline = clock() + float(flow.get("expires_in") or 0)
+    expired = errors.ClientError("authentication failed: device code has expired")
+    while True:
+        sleep(interval)
+        if clock() > deadline:
+            raise expired
+        try:
+            response = httpx.post(
+                f"{base}/api/auth/device/token",
+                json={"device_code": flow["device_code"]},
+                timeout=30,
+            )
+        except httpx.HTTPError as e:
+            raise errors.ClientError(f"authentication failed: {e}") from None
+        if response.status_code == 200:
+            body = response.json()
+            if not isinstance(body, dict) or not body.get("access_token"):
+                raise errors.ClientError("authentication failed: no access token in response")
+            return body
+        if response.status_code != 400:
+            raise errors.ClientError(
+                f"authentication failed: unexpected response: {response.status_code}"
+            )
+        error, description = _error_text(response)
+        if error == "authorization_pending":
+            continue
+        if error == "expired_token":
+            raise expired
+        raise errors.ClientError(f"authentication failed: {error}: {description}")
+
+
+def save_credentials(granted: dict[str, Any]) -> None:
+    directory = config_dir()
+    credentials: dict[str, Any] = {"studio_token": granted["access_token"]}
+    for key in ("user_email", "user_id"):
+        if granted.get(key):
+            credentials[key] = granted[key]
+    write_private(directory / "credentials.json", credentials)
+    (directory / "token_cache.json").unlink(missing_ok=True)
+
+
+def forget_credentials() -> None:
+    directory = config_dir()
+    for name in ("credentials.json", "token_cache.json"):
+        (directory / name).unlink(missing_ok=True)

@@ -24,6 +24,29 @@ class CreateWorkspace:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateWorkspace:
+    workspace_id: str
+    name: str | None = None
+    base_id: str | None = None
+    set_base: bool = False  # base_id None with set_base clears the base
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PauseWorkspace:
+    workspace_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumeWorkspace:
+    workspace_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArchiveWorkspace:
+    workspace_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RegisterManifests:
     workspace_id: str
     manifests: dict[str, dict[str, dict[str, Any]]]  # module -> workflow -> definition
@@ -57,6 +80,19 @@ class CancelExecution:
 class RerunStep:
     workspace_id: str
     step_id: str
+    principal: Principal = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RespondInput:
+    input_id: str
+    value: Any
+    principal: Principal = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DismissInput:
+    input_id: str
     principal: Principal = None
 
 
@@ -133,6 +169,7 @@ class Suspend:
     session_id: str
     execution_id: str
     execute_after: int | None = None
+    stream_wait: tuple[str, int] | None = None  # (stream id, sequence)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,6 +178,14 @@ class RegisterGroup:
     execution_id: str
     group_id: int
     name: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DefineMetric:
+    session_id: str
+    execution_id: str
+    key: str
+    definition: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,6 +220,108 @@ class CancelHandles:
     handles: list[dict[str, Any]]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitInput:
+    session_id: str
+    request_id: int
+    execution_id: str
+    template: str
+    placeholders: dict[str, model.Value]
+    schema: str | None
+    key: str | None
+    title: str | None
+    actions: Any
+    initial: Any
+    has_initial: bool
+    requires: model.TagSet
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PutAsset:
+    session_id: str
+    request_id: int
+    execution_id: str
+    name: str | None
+    entries: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetAsset:
+    session_id: str
+    request_id: int
+    execution_id: str
+    asset_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateCheckpoints:
+    session_id: str
+    request_id: int | None
+    execution_id: str
+    sets: dict[str, model.Value]
+    resets: list[str]
+
+
+# --- Streams ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegisterStream:
+    session_id: str
+    request_id: int
+    execution_id: str
+    position: int
+    buffer: int | None
+    timeout_ms: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppendStream:
+    session_id: str
+    execution_id: str
+    index: int
+    sequence: int
+    value: model.Value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloseStream:
+    session_id: str
+    request_id: int | None
+    execution_id: str
+    index: int
+    error: model.ErrorInfo | None
+    timeout: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscribeStream:
+    session_id: str
+    subscription_id: int
+    execution_id: str
+    stream_id: str
+    from_sequence: int
+    stride: model.Stride | None
+    prefetch: int
+    progress: tuple[int, int, int] | None = None  # delivered, acked count, acked sequence
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AckStream:
+    session_id: str
+    execution_id: str
+    subscription_id: int
+    count: int
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnsubscribeStream:
+    session_id: str
+    execution_id: str
+    subscription_id: int
+
+
 # --- Time ----------------------------------------------------------------------------
 
 
@@ -190,6 +337,22 @@ class Start:
 
 Command = (
     CreateWorkspace
+    | UpdateWorkspace
+    | PauseWorkspace
+    | ResumeWorkspace
+    | ArchiveWorkspace
+    | RespondInput
+    | DismissInput
+    | SubmitInput
+    | PutAsset
+    | GetAsset
+    | UpdateCheckpoints
+    | RegisterStream
+    | AppendStream
+    | CloseStream
+    | SubscribeStream
+    | AckStream
+    | UnsubscribeStream
     | RegisterManifests
     | ArchiveModule
     | SubmitWorkflow
@@ -207,6 +370,7 @@ Command = (
     | RecordTermination
     | Suspend
     | RegisterGroup
+    | DefineMetric
     | SubmitChild
     | Select
     | CancelHandles

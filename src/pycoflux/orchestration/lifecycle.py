@@ -5,13 +5,20 @@ Theory of operation. An execution moves through these states (``semantics.md`` Â
     queued --assign--> assigned --heartbeat--> running --value--> draining --terminated--> succeeded
     queued --cancel--> cancelled                 running --error + terminated--> errored
     queued --spawn--> spawned (hand-off)         running --terminated, no result--> crashed
+    queued --cache hit--> cached (hand-off)      draining --stream error, terminated--> stream_errored
+    queued --newer duplicate--> deferred         draining --stream idle, terminated--> stream_timeout
                                                  running --timeout--> timeout
                                                  running --session lost--> abandoned
                                                  running --suspend--> suspended (successor)
                                                  running --null value, recurrent--> recurred (successor)
 
-A failure (errored, abandoned, crashed, timeout) may get a successor attempt from the
-retry policy. Suspended, recurred and hand-off completions always have one. A
+A value whose process ends after one of its own streams closed with an error completes
+as stream_errored (retried like a failure), or after an idle timeout as stream_timeout.
+Queued executions may instead be handed off: deferred to a newer duplicate, cached
+from an earlier equal call, or spawned as a run of their own.
+
+A failure (errored, abandoned, crashed, timeout, stream_errored) may get a successor
+attempt from the retry policy. Suspended, recurred and hand-off completions always have one. A
 consumer never sees an intermediate link: ``resolve`` follows successors until it
 reaches a value, a final failure, a cancellation, or a still-pending execution.
 """
@@ -31,6 +38,8 @@ TRANSITIONS: frozenset[tuple[str, str]] = frozenset(
         ("queued", "assigned"),
         ("queued", "cancelled"),
         ("queued", "spawned"),
+        ("queued", "cached"),
+        ("queued", "deferred"),
         ("assigned", "running"),
         ("assigned", "cancelled"),
         ("assigned", "suspended"),
@@ -47,6 +56,9 @@ TRANSITIONS: frozenset[tuple[str, str]] = frozenset(
         ("draining", "succeeded"),
         ("draining", "abandoned"),
         ("draining", "cancelled"),
+        ("draining", "stream_errored"),
+        ("draining", "stream_timeout"),
+        ("draining", "suspended"),
     }
 )
 
@@ -89,7 +101,12 @@ def resolve(store: ports.OrchestrationStore, execution_id: int) -> Resolution:
 
 def select_result(index: int, resolution: Resolution) -> dict[str, Any]:
     """The worker-wire reply for a select won by handle ``index``."""
-    reply: dict[str, Any] = {"winner": index, "status": resolution.status}
+    return {"winner": index, **select_fields(resolution)}
+
+
+def select_fields(resolution: Resolution) -> dict[str, Any]:
+    """``status`` and ``value`` or ``error`` of a resolved execution handle."""
+    reply: dict[str, Any] = {"status": resolution.status}
     if resolution.value is not None:
         reply["value"] = resolution.value
     if resolution.error is not None:
@@ -174,7 +191,8 @@ def references_settled(store: ports.OrchestrationStore, value: model.Value) -> b
 
 
 def expand_references(store: ports.OrchestrationStore, value: model.Value) -> model.Value:
-    """Add the module and target to execution references, as workers expect."""
+    """Add what workers expect to references: module and target of executions, the
+    name, entry count and size of assets."""
     references = model.value_references(value)
     if not references:
         return value
@@ -184,6 +202,10 @@ def expand_references(store: ports.OrchestrationStore, value: model.Value) -> mo
             execution = store.execution_by_external_id(str(reference[1]))
             if execution is not None:
                 reference = ["execution", execution.external_id, execution.module, execution.target]
+        elif reference[0] == "asset":
+            asset = store.asset_by_external_id(str(reference[1]))
+            if asset is not None:
+                reference = asset.reference()
         expanded.append(reference)
     if value[0] == "raw":
         return ["raw", value[1], expanded]

@@ -134,6 +134,27 @@ class Execution:
     parent_id: int | None  # the step's parent execution (row id)
     execute_after: int | None
     created_at: int
+    cache_key: str | None = None
+    defer_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stride:
+    """Which sequences of a stream a subscription takes: ``start``, ``start + step``, ..."""
+
+    start: int = 0
+    stop: int | None = None
+    step: int = 1
+
+    def matches(self, sequence: int) -> bool:
+        return (
+            sequence >= self.start
+            and (sequence - self.start) % self.step == 0
+            and (self.stop is None or sequence < self.stop)
+        )
+
+    def exhausted(self, cursor: int) -> bool:
+        return self.stop is not None and cursor >= self.stop
 
 
 def execution_external_id(run: str, step: int, attempt: int) -> ExecutionId:
@@ -149,6 +170,27 @@ def parse_execution_id(value: str) -> tuple[str, int, int] | None:
 
 def parse_step_id(value: str) -> tuple[str, int] | None:
     run, sep, number = value.partition(":")
+    if not sep or not run or not number.isdigit():
+        return None
+    return run, int(number)
+
+
+def parse_stream_id(value: str) -> tuple[str, int, int] | None:
+    """``<run>:<step>_<index>`` -> (run, step number, index)."""
+    step, sep, index = value.rpartition("_")
+    parsed = parse_step_id(step) if sep else None
+    if parsed is None or not index.isdigit():
+        return None
+    return parsed[0], parsed[1], int(index)
+
+
+def stream_external_id(run: str, step: int, index: int) -> str:
+    return f"{run}:{step}_{index}"
+
+
+def parse_input_id(value: str) -> tuple[str, int] | None:
+    """``<run>/i<n>`` -> (run, n)."""
+    run, sep, number = value.partition("/i")
     if not sep or not run or not number.isdigit():
         return None
     return run, int(number)

@@ -16,17 +16,25 @@ from pycoflux.server import auth, projects
 class ApiError(Exception):
     """An error response with the standard envelope."""
 
-    def __init__(self, status: int, error: str, details: Any = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        details: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(error)
         self.status = status
         self.error = error
         self.details = details
+        self.headers = headers
 
     def response(self) -> JSONResponse:
         body: dict[str, Any] = {"error": self.error}
         if self.details is not None:
             body["details"] = self.details
-        return JSONResponse(body, status_code=self.status)
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
 Handler = Callable[["Context"], Awaitable[Response]]
@@ -53,7 +61,12 @@ class Context:
         return data
 
     async def run(self, command: commands.Command) -> Any:
-        """Apply a command; a rejection becomes the matching error response."""
+        """Apply a command the caller may apply; a rejection becomes the error response."""
+        refusal = await auth.authorize(self.access, command, self.host)
+        if refusal == "restricted":
+            raise ApiError(400, "bad_request", {"name": "restricted"})
+        if refusal is not None:
+            raise ApiError(403, "forbidden")
         outcome = await self.host.execute(command)
         if isinstance(outcome, effects.Rejected):
             raise ApiError(outcome.status, outcome.error, outcome.details)

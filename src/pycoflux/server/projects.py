@@ -25,7 +25,10 @@ from typing import Any, Protocol, TypeVar
 
 from pycoflux.orchestration import commands, core, effects
 from pycoflux.server import config as config_module
+from pycoflux.server import feeds
+from pycoflux.storage import admin as admin_store
 from pycoflux.storage import logs as log_store
+from pycoflux.storage import metrics as metric_store
 from pycoflux.storage import orchestration as orchestration_store
 from pycoflux.storage import sqlite
 
@@ -75,10 +78,18 @@ class ProjectHost:
         self._timers: dict[tuple[Any, ...], asyncio.TimerHandle] = {}
         self._listeners: set[TopicListener] = set()
         self._db: sqlite3.Connection | None = None
-        self._logs: sqlite3.Connection | None = None
+        # Logs and metrics have their own thread: a flood of them never delays a commit.
+        self._telemetry = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"telemetry-{project_id}"
+        )
+        self.logs = feeds.Feed(log_store.LogStore(directory), self._telemetry, name="logs")
+        self.metrics = feeds.Feed(
+            metric_store.MetricStore(directory), self._telemetry, name="metrics"
+        )
         self._store: orchestration_store.SqliteOrchestrationStore | None = None
         self._core: core.Orchestrator | None = None
         self._task: asyncio.Task[None] | None = None
+        self.admin = admin_store.AdminStore(directory / "admin.sqlite")
 
     # --- Lifecycle --------------------------------------------------------------------
 
@@ -87,22 +98,17 @@ class ProjectHost:
         self._db = await self._on_thread(
             lambda: sqlite.connect(self.directory / "orchestration.sqlite")
         )
-        self._logs = await self._on_thread(self._open_logs)
+        await self.logs.open()
+        await self.metrics.open()
+        await self._on_thread(self.admin.open)
         self._store = orchestration_store.SqliteOrchestrationStore(self._db)
         self._core = core.Orchestrator(self._store)
         self._task = asyncio.create_task(self._run(), name=f"project-{self.project_id}")
         await self.execute(commands.Start())
 
-    def _open_logs(self) -> sqlite3.Connection:
-        db = sqlite.connect(self.directory / "logs.sqlite", migrations=False)
-        log_store.open_schema(db)
-        return db
-
-    async def write_logs(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a log/metric store operation on the project's storage thread."""
-        assert self._logs is not None
-        db = self._logs
-        return await self._on_thread(lambda: fn(db))
+    async def write_admin(self, fn: Callable[[admin_store.AdminStore], T]) -> T:
+        """Run an admin-store (tokens, principals) write on the project's storage thread."""
+        return await self._on_thread(lambda: fn(self.admin))
 
     async def stop(self) -> None:
         for handle in self._timers.values():
@@ -119,9 +125,16 @@ class ProjectHost:
         if self._db is not None:
             db = self._db
             await self._on_thread(db.close)
-        if self._logs is not None:
-            await self._on_thread(self._logs.close)
+        await self.logs.close()
+        await self.metrics.close()
+        await self._on_thread(self.admin.close)
+        self._telemetry.shutdown(wait=True)
         self._thread.shutdown(wait=True)
+
+    def end_streams(self) -> None:
+        """End the log and metric event streams (called when the server starts shutting down)."""
+        self.logs.end_subscriptions()
+        self.metrics.end_subscriptions()
 
     async def _on_thread(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
@@ -263,6 +276,11 @@ class ProjectHost:
     def unlisten(self, listener: TopicListener) -> None:
         self._listeners.discard(listener)
 
+    def publish(self, topics: frozenset[tuple[str, ...]]) -> None:
+        """Tell topic listeners about a change made outside the core (e.g. tokens)."""
+        for listener in list(self._listeners):
+            listener.topics_changed(topics)
+
 
 class Projects:
     """Starts project hosts on first use and stops them at shutdown."""
@@ -290,6 +308,9 @@ class Projects:
         await host.start()
         self._hosts[project_id] = host
         return host
+
+    def running(self) -> list[ProjectHost]:
+        return list(self._hosts.values())
 
     async def stop(self) -> None:
         hosts, self._hosts = self._hosts, {}

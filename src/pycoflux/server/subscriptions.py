@@ -49,12 +49,24 @@ def topic_key(segments: list[str]) -> tuple[str, ...] | None:
     match segments:
         case ["workspaces"]:
             return ("workspaces",)
+        case ["tokens"]:
+            return ("tokens",)
         case ["workspaces", ws, "runs", run]:
             return ("run", ws, run)
         case ["workspaces", ws, "workflows", module, target]:
             return ("workflow", ws, module, target)
-        case ["workspaces", ws, ("manifests" | "modules" | "queue" | "sessions") as kind]:
+        case [
+            "workspaces",
+            ws,
+            ("manifests" | "modules" | "queue" | "sessions" | "inputs") as kind,
+        ]:
             return (kind, ws)
+        case ["inputs", *parts] if parts:
+            return ("input", "/".join(parts))
+        case ["asset", asset_id]:
+            return ("asset", asset_id)
+        case ["streams", stream_id]:
+            return ("stream", stream_id)
     return None
 
 
@@ -62,6 +74,8 @@ def _touched(key: tuple[str, ...], published: frozenset[tuple[str, ...]]) -> boo
     if key[0] == "run":
         # A run topic shows executions of several workspaces; match on the run alone.
         return any(p[0] == "run" and p[2] == key[2] for p in published)
+    if key[0] == "workflow" and ("workflows", key[1]) in published:
+        return True  # the workspace's manifests changed (or its base's)
     return key in published
 
 
@@ -134,7 +148,7 @@ class TopicSession:
 
     async def subscribe(self, channel: int, topic: Any) -> None:
         segments = _segments(topic)
-        builder = None if segments is None else topics.route(segments)
+        builder = None if segments is None else topics.builder_for(self._host, segments)
         key = None if segments is None else topic_key(segments)
         value = None if builder is None else await self._host.read(builder)
         if builder is None or key is None or value is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
@@ -33,7 +34,24 @@ def route(segments: list[str]) -> Builder | None:
             return lambda db, _: views.run(db, ws, run)
         case ["workspaces", ws, "sessions"]:
             return lambda db, orchestrator: _sessions(db, orchestrator, ws)
+        case ["workspaces", ws, "inputs"]:
+            return lambda db, _: views.workspace_inputs(db, ws)
+        case ["inputs", *parts] if parts:
+            # An input id contains a "/" ("<run>/i<n>"), percent-encoded or not.
+            return lambda db, _: views.input_view(db, "/".join(parts))
+        case ["asset", asset_id]:
+            return lambda db, _: views.asset(db, asset_id)
+        case ["streams", stream_id]:
+            return lambda db, _: views.stream(db, stream_id)
     return None
+
+
+def builder_for(host: Any, segments: list[str]) -> Builder | None:
+    """``route``, plus the topics kept outside the orchestration store (``tokens``)."""
+    if segments == ["tokens"]:
+        admin = host.admin
+        return lambda _db, _core: admin.tokens_view(int(time.time()))
+    return route(segments)
 
 
 def _sessions(db: sqlite3.Connection, orchestrator: core.Orchestrator, ws: str) -> Any:
@@ -45,7 +63,8 @@ async def snapshot(context: Context) -> Response:
     if context.request.method != "GET":
         return Response(status_code=405)
     path = context.request.path_params.get("path", "")
-    builder = route([unquote(segment) for segment in path.split("/") if segment])
+    segments = [unquote(segment) for segment in path.split("/") if segment]
+    builder = builder_for(context.host, segments)
     value = None if builder is None else await context.host.read(builder)
     if value is None:
         raise ApiError(404, "not_found")

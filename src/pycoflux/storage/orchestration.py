@@ -7,13 +7,36 @@ import json
 import sqlite3
 from typing import Any
 
-from pycoflux.orchestration import commands, model, ports
+from pycoflux.orchestration import assets, commands, inputs, model, ports
 
 _EXECUTION = """
 SELECT e.id, r.external_id || ':' || s.number || ':' || e.attempt, s.run_id, r.external_id,
        e.step_id, s.number, e.attempt, e.workspace_id, s.module, s.target, s.type,
-       s.parent_execution_id, e.execute_after, e.created_at
+       s.parent_execution_id, e.execute_after, e.created_at, s.cache_key, s.defer_key
 FROM executions e JOIN steps s ON s.id = e.step_id JOIN runs r ON r.id = s.run_id
+"""
+
+_INPUT = """
+SELECT i.id, r.external_id || '/i' || i.number, i.run_id, i.workspace_id, i.template,
+       i.placeholders, i.schema, i.requires, i.title
+FROM inputs i JOIN runs r ON r.id = i.run_id
+"""
+
+_STREAM = """
+SELECT st.id, r.external_id || ':' || s.number || '_' || st.number, st.step_id,
+       st.workspace_id, st.number
+FROM streams st JOIN steps s ON s.id = st.step_id JOIN runs r ON r.id = s.run_id
+"""
+
+# A live execution without an outcome (or draining with a value), or a success.
+_REUSABLE = """
+SELECT e.id FROM steps s JOIN executions e ON e.step_id = s.id
+LEFT JOIN completions c ON c.execution_id = e.id
+LEFT JOIN results res ON res.execution_id = e.id
+WHERE {key} AND e.workspace_id IN ({workspaces})
+  AND ((c.execution_id IS NULL AND (res.execution_id IS NULL OR res.value IS NOT NULL))
+       OR (c.kind = 0 AND (? IS NULL OR res.created_at >= ?)))
+ORDER BY e.created_at DESC, e.id DESC LIMIT 1
 """
 
 
@@ -50,7 +73,41 @@ def _execution(row: tuple[Any, ...]) -> model.Execution:
         parent_id=row[11],
         execute_after=row[12],
         created_at=row[13],
+        cache_key=row[14],
+        defer_key=row[15],
     )
+
+
+def _input(row: tuple[Any, ...]) -> ports.InputRow:
+    return ports.InputRow(
+        id=row[0],
+        external_id=row[1],
+        run_id=row[2],
+        workspace_id=row[3],
+        prompt=inputs.Prompt(
+            template=row[4],
+            placeholders=json.loads(row[5]),
+            schema=row[6],
+            requires=json.loads(row[7]),
+        ),
+        title=row[8],
+    )
+
+
+def _stream(row: tuple[Any, ...]) -> ports.StreamRow:
+    return ports.StreamRow(
+        id=row[0], external_id=row[1], step_id=row[2], workspace_id=row[3], index=row[4]
+    )
+
+
+def _asset(row: tuple[Any, ...] | None) -> assets.Asset | None:
+    if row is None:
+        return None
+    return assets.Asset(id=row[0], external_id=row[1], name=row[2], entries=json.loads(row[3]))
+
+
+def _error_json(error: model.ErrorInfo | None) -> str | None:
+    return None if error is None else _dumps(dataclasses.asdict(error))
 
 
 def _workspace(row: tuple[Any, ...] | None) -> ports.WorkspaceRow | None:
@@ -126,6 +183,53 @@ class SqliteOrchestrationStore:
             current = row[0] if row else None
         return lineage
 
+    def workspace_chain(self, workspace_id: int) -> list[int]:
+        chain: list[int] = []
+        current: int | None = workspace_id
+        while current is not None and current not in chain:
+            chain.append(current)
+            row = self._one("SELECT base_id FROM workspaces WHERE id = ?", current)
+            current = row[0] if row else None
+        return chain
+
+    def workspace(self, workspace_id: int) -> ports.WorkspaceRow:
+        row = _workspace(
+            self._one(
+                "SELECT id, external_id, name, base_id, state FROM workspaces WHERE id = ?",
+                workspace_id,
+            )
+        )
+        assert row is not None
+        return row
+
+    def update_workspace(self, workspace_id: int, name: str, base_id: int | None) -> None:
+        self._db.execute(
+            "UPDATE workspaces SET name = ?, base_id = ? WHERE id = ?",
+            (name, base_id, workspace_id),
+        )
+
+    def set_workspace_state(self, workspace_id: int, state: model.WorkspaceState) -> None:
+        self._db.execute("UPDATE workspaces SET state = ? WHERE id = ?", (int(state), workspace_id))
+
+    def workspace_dependants(self, workspace_id: int) -> list[int]:
+        return [
+            row[0]
+            for row in self._all(
+                "SELECT id FROM workspaces WHERE base_id = ? AND state != 2 ORDER BY id",
+                workspace_id,
+            )
+        ]
+
+    def live_executions_in_workspace(self, workspace_id: int) -> list[int]:
+        return [
+            row[0]
+            for row in self._all(
+                "SELECT e.id FROM executions e LEFT JOIN completions c ON c.execution_id = e.id"
+                " WHERE e.workspace_id = ? AND c.execution_id IS NULL ORDER BY e.id",
+                workspace_id,
+            )
+        ]
+
     def manifest_targets(self, workspace_id: int, module: str) -> list[str]:
         return [
             row[0]
@@ -150,6 +254,17 @@ class SqliteOrchestrationStore:
                 for target, definition in workflows.items()
             ],
         )
+        if workflows:
+            self._db.execute(
+                "DELETE FROM module_tombstones WHERE workspace_id = ? AND module = ?",
+                (workspace_id, module),
+            )
+        else:
+            self._db.execute(
+                "INSERT OR REPLACE INTO module_tombstones (workspace_id, module, created_at)"
+                " VALUES (?, ?, ?)",
+                (workspace_id, module, now),
+            )
 
     # --- Runs, steps, executions ---------------------------------------------------------
 
@@ -192,6 +307,10 @@ class SqliteOrchestrationStore:
         )
         return int(cursor.lastrowid or 0)
 
+    def run_memo(self, run_id: int) -> bool:
+        (memo,) = self._one("SELECT memo FROM runs WHERE id = ?", run_id)
+        return bool(memo)
+
     def run_requires(self, run_id: int) -> model.TagSet:
         (requires,) = self._one("SELECT requires FROM runs WHERE id = ?", run_id)
         result: model.TagSet = json.loads(requires)
@@ -209,10 +328,14 @@ class SqliteOrchestrationStore:
         options: model.StepOptions,
         arguments: list[model.Value],
         created_at: int,
+        cache_key: str | None = None,
+        memo_key: str | None = None,
+        defer_key: str | None = None,
     ) -> int:
         cursor = self._db.execute(
             "INSERT INTO steps (run_id, number, parent_execution_id, module, target, type,"
-            " options, arguments, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " options, arguments, created_at, cache_key, memo_key, defer_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 number,
@@ -223,6 +346,9 @@ class SqliteOrchestrationStore:
                 options_to_json(options),
                 _dumps(arguments),
                 created_at,
+                cache_key,
+                memo_key,
+                defer_key,
             ),
         )
         step_id = int(cursor.lastrowid or 0)
@@ -361,6 +487,16 @@ class SqliteOrchestrationStore:
             (execution_id, group_id, name),
         )
 
+    def insert_metric_definition(
+        self, execution_id: int, key: str, definition: dict[str, Any], now: int
+    ) -> bool:
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO metric_definitions (execution_id, key, definition, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (execution_id, key, _dumps(definition), now),
+        )
+        return cursor.rowcount > 0
+
     def insert_dependency(self, execution_id: int, dependency_id: int, now: int) -> bool:
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO dependencies (execution_id, dependency_id, created_at)"
@@ -376,6 +512,26 @@ class SqliteOrchestrationStore:
                 "SELECT dependency_id FROM dependencies WHERE execution_id = ?", execution_id
             )
         ]
+
+    def find_reusable(
+        self,
+        *,
+        workspaces: list[int],
+        cache_key: str | None = None,
+        memo_key: str | None = None,
+        run_id: int | None = None,
+        exclude_step: int | None = None,
+        succeeded_since: int | None = None,
+    ) -> int | None:
+        if not workspaces:
+            return None
+        if cache_key is not None:
+            key, args = "s.cache_key = ? AND s.id != ?", [cache_key, exclude_step or 0]
+        else:
+            key, args = "s.memo_key = ? AND s.run_id = ?", [memo_key, run_id]
+        sql = _REUSABLE.format(key=key, workspaces=",".join("?" * len(workspaces)))
+        row = self._one(sql, *args, *workspaces, succeeded_since, succeeded_since)
+        return None if row is None else int(row[0])
 
     # --- Outcomes -----------------------------------------------------------------------
 
@@ -405,7 +561,7 @@ class SqliteOrchestrationStore:
             (
                 execution_id,
                 None if value is None else _dumps(value),
-                None if error is None else _dumps(dataclasses.asdict(error)),
+                _error_json(error),
                 None if retryable is None else int(retryable),
                 created_at,
             ),
@@ -505,5 +661,452 @@ class SqliteOrchestrationStore:
                 " JOIN sessions s ON s.id = a.session_id"
                 " LEFT JOIN completions c ON c.execution_id = a.execution_id"
                 " WHERE c.execution_id IS NULL AND s.expired_at IS NOT NULL"
+            )
+        ]
+
+    # --- Inputs ------------------------------------------------------------------------------
+
+    def insert_input(
+        self,
+        *,
+        run_id: int,
+        workspace_id: int,
+        key: str | None,
+        prompt: inputs.Prompt,
+        title: str | None,
+        actions: Any,
+        initial: Any,
+        has_initial: bool,
+        created_at: int,
+    ) -> ports.InputRow:
+        (number,) = self._one(
+            "SELECT coalesce(max(number), 0) + 1 FROM inputs WHERE run_id = ?", run_id
+        )
+        cursor = self._db.execute(
+            "INSERT INTO inputs (run_id, number, workspace_id, key, template, placeholders,"
+            " schema, title, actions, initial, requires, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                number,
+                workspace_id,
+                key,
+                prompt.template,
+                _dumps(prompt.placeholders),
+                prompt.schema,
+                title,
+                None if actions is None else _dumps(actions),
+                _dumps(initial) if has_initial else None,
+                _dumps(prompt.requires),
+                created_at,
+            ),
+        )
+        return self.input(int(cursor.lastrowid or 0))
+
+    def input(self, input_id: int) -> ports.InputRow:
+        return _input(self._one(_INPUT + " WHERE i.id = ?", input_id))
+
+    def input_by_external_id(self, external_id: str) -> ports.InputRow | None:
+        parsed = model.parse_input_id(external_id)
+        if parsed is None:
+            return None
+        row = self._one(_INPUT + " WHERE r.external_id = ? AND i.number = ?", *parsed)
+        return None if row is None else _input(row)
+
+    def input_by_key(self, run_id: int, key: str, workspaces: list[int]) -> ports.InputRow | None:
+        if not workspaces:
+            return None
+        row = self._one(
+            _INPUT + " WHERE i.run_id = ? AND i.key = ?"
+            f" AND i.workspace_id IN ({','.join('?' * len(workspaces))})"
+            " ORDER BY i.number DESC LIMIT 1",
+            run_id,
+            key,
+            *workspaces,
+        )
+        return None if row is None else _input(row)
+
+    def insert_execution_input(self, execution_id: int, input_id: int, now: int) -> bool:
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO execution_inputs (execution_id, input_id, created_at)"
+            " VALUES (?, ?, ?)",
+            (execution_id, input_id, now),
+        )
+        return cursor.rowcount > 0
+
+    def insert_input_response(
+        self,
+        input_id: int,
+        kind: inputs.Response,
+        value: Any,
+        now: int,
+        principal: commands.Principal,
+    ) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO input_responses (input_id, type, value, created_at, created_by)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (
+                input_id,
+                int(kind),
+                _dumps(value) if kind is inputs.Response.VALUE else None,
+                now,
+                _dumps(principal),
+            ),
+        )
+
+    def input_response(self, input_id: int) -> tuple[inputs.Response, Any] | None:
+        row = self._one("SELECT type, value FROM input_responses WHERE input_id = ?", input_id)
+        if row is None:
+            return None
+        return inputs.Response(row[0]), None if row[1] is None else json.loads(row[1])
+
+    def insert_input_dependency(self, execution_id: int, input_id: int, now: int) -> bool:
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO input_dependencies (execution_id, input_id, created_at)"
+            " VALUES (?, ?, ?)",
+            (execution_id, input_id, now),
+        )
+        return cursor.rowcount > 0
+
+    def input_dependencies(self, execution_id: int) -> list[int]:
+        return [
+            row[0]
+            for row in self._all(
+                "SELECT input_id FROM input_dependencies WHERE execution_id = ?", execution_id
+            )
+        ]
+
+    def input_dependants(self, input_id: int) -> list[int]:
+        return [
+            row[0]
+            for row in self._all(
+                "SELECT execution_id FROM input_dependencies WHERE input_id = ?"
+                " UNION SELECT execution_id FROM execution_inputs WHERE input_id = ?",
+                input_id,
+                input_id,
+            )
+        ]
+
+    # --- Assets ------------------------------------------------------------------------------
+
+    def asset_by_hash(self, content_hash: str) -> assets.Asset | None:
+        return _asset(
+            self._one(
+                "SELECT id, external_id, name, entries FROM assets WHERE hash = ?", content_hash
+            )
+        )
+
+    def asset_by_external_id(self, external_id: str) -> assets.Asset | None:
+        return _asset(
+            self._one(
+                "SELECT id, external_id, name, entries FROM assets WHERE external_id = ?",
+                external_id,
+            )
+        )
+
+    def insert_asset(
+        self,
+        external_id: str,
+        content_hash: str,
+        name: str | None,
+        entries: assets.Entries,
+        now: int,
+    ) -> assets.Asset:
+        asset = assets.Asset(id=0, external_id=external_id, name=name, entries=entries)
+        cursor = self._db.execute(
+            "INSERT INTO assets (external_id, hash, name, entries, total_count, total_size,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                external_id,
+                content_hash,
+                name,
+                _dumps(entries),
+                asset.total_count,
+                asset.total_size,
+                now,
+            ),
+        )
+        return dataclasses.replace(asset, id=int(cursor.lastrowid or 0))
+
+    def insert_execution_asset(self, execution_id: int, asset_id: int, now: int) -> bool:
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO execution_assets (execution_id, asset_id, created_at)"
+            " VALUES (?, ?, ?)",
+            (execution_id, asset_id, now),
+        )
+        return cursor.rowcount > 0
+
+    def insert_asset_dependency(self, execution_id: int, asset_id: int, now: int) -> bool:
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO asset_dependencies (execution_id, asset_id, created_at)"
+            " VALUES (?, ?, ?)",
+            (execution_id, asset_id, now),
+        )
+        return cursor.rowcount > 0
+
+    # --- Checkpoints ---------------------------------------------------------------------------
+
+    def checkpoint_rows(self, execution_id: int) -> dict[str, model.Value | None]:
+        return {
+            name: None if value is None else json.loads(value)
+            for name, value in self._all(
+                "SELECT name, value FROM checkpoints WHERE execution_id = ? ORDER BY name",
+                execution_id,
+            )
+        }
+
+    def checkpoint_source(self, step_id: int, workspace_id: int, below: int) -> int | None:
+        row = self._one(
+            "SELECT e.id FROM executions e WHERE e.step_id = ? AND e.workspace_id = ?"
+            " AND e.attempt < ? AND EXISTS (SELECT 1 FROM checkpoints c WHERE c.execution_id = e.id)"
+            " ORDER BY e.attempt DESC LIMIT 1",
+            step_id,
+            workspace_id,
+            below,
+        )
+        return None if row is None else int(row[0])
+
+    def put_checkpoints(
+        self, execution_id: int, rows: dict[str, model.Value | None], now: int
+    ) -> None:
+        self._db.executemany(
+            "INSERT INTO checkpoints (execution_id, name, value, updated_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (execution_id, name) DO UPDATE SET value = excluded.value,"
+            " updated_at = excluded.updated_at",
+            [
+                (execution_id, name, None if value is None else _dumps(value), now)
+                for name, value in rows.items()
+            ],
+        )
+
+    # --- Streams ----------------------------------------------------------------------------------
+
+    def stream(self, stream_id: int) -> ports.StreamRow:
+        return _stream(self._one(_STREAM + " WHERE st.id = ?", stream_id))
+
+    def stream_by_external_id(self, external_id: str) -> ports.StreamRow | None:
+        parsed = model.parse_stream_id(external_id)
+        if parsed is None:
+            return None
+        row = self._one(
+            _STREAM + " WHERE r.external_id = ? AND s.number = ? AND st.number = ?", *parsed
+        )
+        return None if row is None else _stream(row)
+
+    def stream_by_step(self, step_id: int, index: int) -> ports.StreamRow | None:
+        row = self._one(_STREAM + " WHERE st.step_id = ? AND st.number = ?", step_id, index)
+        return None if row is None else _stream(row)
+
+    def stream_registered_at(self, execution_id: int, position: int) -> ports.StreamRow | None:
+        row = self._one(
+            _STREAM + " JOIN stream_registrations g ON g.stream_id = st.id"
+            " WHERE g.execution_id = ? AND g.position = ?",
+            execution_id,
+            position,
+        )
+        return None if row is None else _stream(row)
+
+    def paused_stream(self, step_id: int, workspace_id: int, position: int) -> int | None:
+        # Open, and its latest registrant (highest attempt) registered it at this
+        # position and then suspended.
+        row = self._one(
+            "SELECT st.id FROM streams st"
+            " JOIN stream_registrations g ON g.stream_id = st.id"
+            " JOIN executions e ON e.id = g.execution_id"
+            " JOIN completions c ON c.execution_id = e.id AND c.kind = ?"
+            " WHERE st.step_id = ? AND st.workspace_id = ? AND g.position = ?"
+            " AND NOT EXISTS (SELECT 1 FROM stream_closures x WHERE x.stream_id = st.id)"
+            " AND e.attempt = (SELECT max(e2.attempt) FROM stream_registrations g2"
+            "   JOIN executions e2 ON e2.id = g2.execution_id WHERE g2.stream_id = st.id)"
+            " ORDER BY st.number DESC LIMIT 1",
+            int(model.Completion.SUSPENDED),
+            step_id,
+            workspace_id,
+            position,
+        )
+        return None if row is None else int(row[0])
+
+    def next_stream_number(self, step_id: int) -> int:
+        (number,) = self._one(
+            "SELECT coalesce(max(number), -1) + 1 FROM streams WHERE step_id = ?", step_id
+        )
+        return int(number)
+
+    def insert_stream(self, step_id: int, workspace_id: int, number: int, now: int) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO streams (step_id, workspace_id, number, created_at) VALUES (?, ?, ?, ?)",
+            (step_id, workspace_id, number, now),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def insert_stream_registration(
+        self,
+        stream_id: int,
+        execution_id: int,
+        position: int,
+        buffer: int | None,
+        timeout_ms: int | None,
+        now: int,
+    ) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO stream_registrations (stream_id, execution_id, position,"
+            " buffer, timeout_ms, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (stream_id, execution_id, position, buffer, timeout_ms, now),
+        )
+
+    def stream_registered_by(self, stream_id: int, execution_id: int) -> bool:
+        return (
+            self._one(
+                "SELECT 1 FROM stream_registrations WHERE stream_id = ? AND execution_id = ?",
+                stream_id,
+                execution_id,
+            )
+            is not None
+        )
+
+    def stream_head(self, stream_id: int) -> int:
+        (head,) = self._one(
+            "SELECT coalesce(max(sequence), -1) FROM stream_items WHERE stream_id = ?", stream_id
+        )
+        return int(head)
+
+    def insert_stream_item(
+        self, stream_id: int, sequence: int, value: model.Value, execution_id: int, now: int
+    ) -> bool:
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO stream_items (stream_id, sequence, value, execution_id,"
+            " created_at) VALUES (?, ?, ?, ?, ?)",
+            (stream_id, sequence, _dumps(value), execution_id, now),
+        )
+        return cursor.rowcount > 0
+
+    def stream_items(
+        self, stream_id: int, from_sequence: int, limit: int
+    ) -> list[tuple[int, model.Value]]:
+        return [
+            (row[0], json.loads(row[1]))
+            for row in self._all(
+                "SELECT sequence, value FROM stream_items WHERE stream_id = ? AND sequence >= ?"
+                " ORDER BY sequence LIMIT ?",
+                stream_id,
+                from_sequence,
+                limit,
+            )
+        ]
+
+    def stream_closure(self, stream_id: int) -> ports.StreamClosure | None:
+        row = self._one(
+            "SELECT reason, label, error, execution_id FROM stream_closures WHERE stream_id = ?",
+            stream_id,
+        )
+        if row is None:
+            return None
+        return ports.StreamClosure(
+            reason=row[0],
+            label=row[1],
+            error=None if row[2] is None else json.loads(row[2]),
+            execution_id=row[3],
+        )
+
+    def insert_stream_closure(
+        self,
+        stream_id: int,
+        reason: int,
+        label: str,
+        error: model.ErrorInfo | None,
+        execution_id: int | None,
+        now: int,
+    ) -> bool:
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO stream_closures (stream_id, reason, label, error,"
+            " execution_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (stream_id, int(reason), label, _error_json(error), execution_id, now),
+        )
+        return cursor.rowcount > 0
+
+    def open_streams(self, step_id: int, workspace_id: int) -> list[int]:
+        return [
+            row[0]
+            for row in self._all(
+                "SELECT st.id FROM streams st WHERE st.step_id = ? AND st.workspace_id = ?"
+                " AND NOT EXISTS (SELECT 1 FROM stream_closures x WHERE x.stream_id = st.id)"
+                " ORDER BY st.number",
+                step_id,
+                workspace_id,
+            )
+        ]
+
+    def open_streams_registered_by(self, execution_id: int) -> list[int]:
+        return [
+            row[0]
+            for row in self._all(
+                "SELECT g.stream_id FROM stream_registrations g WHERE g.execution_id = ?"
+                " AND NOT EXISTS (SELECT 1 FROM stream_closures x WHERE x.stream_id = g.stream_id)"
+                " ORDER BY g.position",
+                execution_id,
+            )
+        ]
+
+    def own_stream_closures(self, execution_id: int) -> list[int]:
+        return [
+            row[0]
+            for row in self._all(
+                "SELECT reason FROM stream_closures WHERE execution_id = ? AND reason != ?",
+                execution_id,
+                2,  # lifecycle closes are the server's, not the execution's
+            )
+        ]
+
+    def insert_stream_dependency(self, execution_id: int, stream_id: int, now: int) -> bool:
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO stream_dependencies (execution_id, stream_id, created_at)"
+            " VALUES (?, ?, ?)",
+            (execution_id, stream_id, now),
+        )
+        return cursor.rowcount > 0
+
+    def insert_stream_wait(
+        self, execution_id: int, stream_id: int, sequence: int, now: int
+    ) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO stream_waits (execution_id, stream_id, sequence, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (execution_id, stream_id, sequence, now),
+        )
+
+    def stream_waits(self, execution_id: int) -> list[tuple[int, int]]:
+        return [
+            (row[0], row[1])
+            for row in self._all(
+                "SELECT stream_id, sequence FROM stream_waits WHERE execution_id = ?",
+                execution_id,
+            )
+        ]
+
+    def live_stream_waits(self, stream_id: int) -> list[int]:
+        return [
+            row[0]
+            for row in self._all(
+                "SELECT w.sequence FROM stream_waits w"
+                " LEFT JOIN completions c ON c.execution_id = w.execution_id"
+                " WHERE w.stream_id = ? AND c.execution_id IS NULL",
+                stream_id,
+            )
+        ]
+
+    def live_producers(self) -> list[tuple[int, int, int]]:
+        """(stream, producer, buffer) of open streams whose latest registrant is live and
+        registered with a bounded buffer."""
+        return [
+            (row[0], row[1], row[2])
+            for row in self._all(
+                "SELECT g.stream_id, g.execution_id, g.buffer FROM stream_registrations g"
+                " JOIN executions e ON e.id = g.execution_id"
+                " WHERE g.buffer IS NOT NULL"
+                " AND NOT EXISTS (SELECT 1 FROM stream_closures x WHERE x.stream_id = g.stream_id)"
+                " AND NOT EXISTS (SELECT 1 FROM completions c WHERE c.execution_id = e.id)"
+                " AND e.attempt = (SELECT max(e2.attempt) FROM stream_registrations g2"
+                "   JOIN executions e2 ON e2.id = g2.execution_id WHERE g2.stream_id = g.stream_id)"
+                " ORDER BY g.stream_id"
             )
         ]

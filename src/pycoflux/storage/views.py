@@ -1,4 +1,9 @@
-"""Read models: the JSON values of topics, built from a project's store."""
+"""Read models: the JSON values of topics, built from a project's store.
+
+Manifests are inherited down the workspace tree: a workspace sees, for each module,
+the definitions registered in the nearest workspace of its ancestry that registered
+that module (a module registered empty or archived there hides its bases' module).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ import json
 import sqlite3
 from typing import Any
 
-from pycoflux.orchestration import model
+from pycoflux.orchestration import checkpoints, inputs, lifecycle, model
+from pycoflux.storage import orchestration
 
 _RESULT_TYPES = {
     model.Completion.ABANDONED: "abandoned",
@@ -20,6 +26,8 @@ _RESULT_TYPES = {
     model.Completion.SPAWNED: "spawned",
 }
 
+STREAM_TAIL = 200
+
 
 def _workspace_id(db: sqlite3.Connection, external_id: str) -> int | None:
     row = db.execute(
@@ -28,31 +36,58 @@ def _workspace_id(db: sqlite3.Connection, external_id: str) -> int | None:
     return None if row is None else int(row[0])
 
 
-def encode_value(value: model.Value | None) -> dict[str, Any] | None:
+def encode_value(
+    value: model.Value | None, db: sqlite3.Connection | None = None
+) -> dict[str, Any] | None:
     """Worker-wire value -> topic/HTTP value (``server-api.md`` §8.4)."""
     if value is None:
         return None
     if value[0] == "raw":
-        return {"type": "raw", "data": value[1], "references": _references(value[2])}
+        return {"type": "raw", "data": value[1], "references": _references(value[2], db)}
     return {
         "type": "blob",
         "key": value[1],
         "size": value[2],
-        "references": _references(value[3]),
+        "references": _references(value[3], db),
     }
 
 
-def _references(references: list[list[Any]]) -> list[dict[str, Any]]:
+def _asset_summary(db: sqlite3.Connection | None, asset_id: str) -> dict[str, Any] | None:
+    if db is None:
+        return None
+    row = db.execute(
+        "SELECT name, entries, total_count, total_size FROM assets WHERE external_id = ?",
+        (asset_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    entries = json.loads(row[1])
+    entry = None
+    if len(entries) == 1:
+        path, (blob_key, size, metadata) = next(iter(entries.items()))
+        entry = {"path": path, "blobKey": blob_key, "size": size, "metadata": metadata}
+    return {"name": row[0], "totalCount": row[2], "totalSize": row[3], "entry": entry}
+
+
+def _references(
+    references: list[list[Any]], db: sqlite3.Connection | None = None
+) -> list[dict[str, Any]]:
     encoded: list[dict[str, Any]] = []
     for reference in references:
         kind = reference[0]
         if kind == "execution":
+            module = reference[2] if len(reference) > 2 else None
+            target = reference[3] if len(reference) > 3 else None
+            if module is None and db is not None:
+                summary = _summary_by_external_id(db, str(reference[1]))
+                if summary is not None:
+                    module, target = summary["module"], summary["target"]
             encoded.append(
                 {
                     "type": "execution",
                     "executionId": reference[1],
-                    "module": reference[2] if len(reference) > 2 else None,
-                    "target": reference[3] if len(reference) > 3 else None,
+                    "module": module,
+                    "target": target,
                 }
             )
         elif kind == "fragment":
@@ -68,7 +103,13 @@ def _references(references: list[list[Any]]) -> list[dict[str, Any]]:
         elif kind == "input":
             encoded.append({"type": "input", "inputId": reference[1]})
         elif kind == "asset":
-            encoded.append({"type": "asset", "assetId": reference[1], "asset": None})
+            encoded.append(
+                {
+                    "type": "asset",
+                    "assetId": reference[1],
+                    "asset": _asset_summary(db, reference[1]),
+                }
+            )
     return encoded
 
 
@@ -84,8 +125,42 @@ def _frames(frames: list[list[Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def _error(error: dict[str, Any] | None) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    return {
+        "type": error["type"],
+        "message": error["message"],
+        "frames": _frames(error.get("frames") or []),
+    }
+
+
 def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+_SUMMARY = (
+    "SELECT r.external_id || ':' || s.number || ':' || e.attempt, s.module, s.target"
+    " FROM executions e JOIN steps s ON s.id = e.step_id JOIN runs r ON r.id = s.run_id"
+)
+
+
+def _summary(db: sqlite3.Connection, execution_id: int) -> dict[str, Any] | None:
+    row = db.execute(_SUMMARY + " WHERE e.id = ?", (execution_id,)).fetchone()
+    return None if row is None else {"executionId": row[0], "module": row[1], "target": row[2]}
+
+
+def _summary_by_external_id(db: sqlite3.Connection, external_id: str) -> dict[str, Any] | None:
+    parsed = model.parse_execution_id(external_id)
+    if parsed is None:
+        return None
+    row = db.execute(
+        _SUMMARY + " WHERE r.external_id = ? AND s.number = ? AND e.attempt = ?", parsed
+    ).fetchone()
+    return None if row is None else {"executionId": row[0], "module": row[1], "target": row[2]}
+
+
+# --- Workspaces and manifests ------------------------------------------------------------
 
 
 def workspaces(db: sqlite3.Connection) -> dict[str, Any]:
@@ -99,27 +174,57 @@ def workspaces(db: sqlite3.Connection) -> dict[str, Any]:
     }
 
 
+def _effective_manifests(
+    db: sqlite3.Connection, workspace_id: int
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """module -> target -> definition, inherited from the nearest workspace that has it."""
+    store = orchestration.SqliteOrchestrationStore(db)
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    hidden: set[str] = set()
+    for current in store.workspace_chain(workspace_id):
+        found: dict[str, dict[str, dict[str, Any]]] = {}
+        for module, target, definition in db.execute(
+            "SELECT module, target, definition FROM manifests WHERE workspace_id = ?"
+            " ORDER BY module, target",
+            (current,),
+        ):
+            found.setdefault(module, {})[target] = json.loads(definition)
+        for module, targets in found.items():
+            if module not in result and module not in hidden:
+                result[module] = targets
+        hidden |= {
+            row[0]
+            for row in db.execute(
+                "SELECT module FROM module_tombstones WHERE workspace_id = ?", (current,)
+            )
+        }
+    return dict(sorted(result.items()))
+
+
 def manifests(db: sqlite3.Connection, workspace: str) -> dict[str, Any] | None:
     workspace_id = _workspace_id(db, workspace)
     if workspace_id is None:
         return None
     result: dict[str, Any] = {}
-    for module, target, definition in db.execute(
-        "SELECT module, target, definition FROM manifests WHERE workspace_id = ?"
-        " ORDER BY module, target",
-        (workspace_id,),
-    ):
-        data = json.loads(definition)
-        result.setdefault(module, {})[target] = {
-            "parameters": data.get("parameters", []),
-            "waitFor": data.get("waitFor", []),
-            "cache": data.get("cache"),
-            "defer": data.get("defer"),
-            "delay": data.get("delay", 0),
-            "retries": data.get("retries"),
-            "requires": data.get("requires") or {},
-        }
+    for module, targets in _effective_manifests(db, workspace_id).items():
+        for target, data in sorted(targets.items()):
+            result.setdefault(module, {})[target] = {
+                "parameters": data.get("parameters", []),
+                "waitFor": data.get("waitFor", []),
+                "cache": data.get("cache"),
+                "defer": data.get("defer"),
+                "delay": data.get("delay", 0),
+                "retries": data.get("retries"),
+                "requires": data.get("requires") or {},
+                "streams": _streams_config(data.get("streams")),
+            }
     return result
+
+
+def _streams_config(streams_config: Any) -> dict[str, Any] | None:
+    if not isinstance(streams_config, dict):
+        return None
+    return {"buffer": streams_config.get("buffer"), "timeoutMs": streams_config.get("timeout_ms")}
 
 
 def workflow(
@@ -128,10 +233,7 @@ def workflow(
     workspace_id = _workspace_id(db, workspace)
     if workspace_id is None:
         return None
-    row = db.execute(
-        "SELECT definition FROM manifests WHERE workspace_id = ? AND module = ? AND target = ?",
-        (workspace_id, module, target),
-    ).fetchone()
+    data = _effective_manifests(db, workspace_id).get(module, {}).get(target)
     runs = db.execute(
         "SELECT r.external_id, r.created_at, r.created_by FROM runs r"
         " JOIN steps s ON s.run_id = r.id AND s.number = 1"
@@ -140,7 +242,7 @@ def workflow(
         " ORDER BY r.created_at DESC, r.id DESC LIMIT 50",
         (module, target, workspace_id),
     ).fetchall()
-    if row is None and not runs:
+    if data is None and not runs:
         return None
     value: dict[str, Any] = {
         "parameters": None,
@@ -148,8 +250,7 @@ def workflow(
         "configuration": None,
         "runs": {r[0]: {"id": r[0], "createdAt": r[1], "createdBy": _loads(r[2])} for r in runs},
     }
-    if row is not None:
-        data = json.loads(row[0])
+    if data is not None:
         value["parameters"] = data.get("parameters", [])
         value["instruction"] = data.get("instruction")
         value["configuration"] = {
@@ -162,9 +263,45 @@ def workflow(
             "timeout": data.get("timeout") or 0,
             "requires": data.get("requires") or {},
             "memo": data.get("memo") or False,
-            "streams": data.get("streams"),
+            "streams": _streams_config(data.get("streams")),
         }
     return value
+
+
+def modules(db: sqlite3.Connection, workspace: str) -> dict[str, Any] | None:
+    workspace_id = _workspace_id(db, workspace)
+    if workspace_id is None:
+        return None
+    value: dict[str, Any] = {}
+    for module, targets in _effective_manifests(db, workspace_id).items():
+        value[module] = {"workflows": {target: {"activeRuns": []} for target in sorted(targets)}}
+    for run_id, module, target in db.execute(
+        "SELECT DISTINCT r.external_id, s.module, s.target FROM runs r"
+        " JOIN steps s ON s.run_id = r.id AND s.number = 1"
+        " WHERE EXISTS (SELECT 1 FROM executions e JOIN steps s2 ON s2.id = e.step_id"
+        " LEFT JOIN completions c ON c.execution_id = e.id"
+        " WHERE s2.run_id = r.id AND e.workspace_id = ? AND c.execution_id IS NULL)"
+        " ORDER BY r.external_id",
+        (workspace_id,),
+    ):
+        workflows = value.get(module, {}).get("workflows", {})
+        if target in workflows:
+            workflows[target]["activeRuns"].append(run_id)
+    return value
+
+
+# --- Runs ----------------------------------------------------------------------------------
+
+
+def _nested_result(db: sqlite3.Connection, execution_id: int, depth: int) -> dict[str, Any] | None:
+    row = db.execute(
+        "SELECT r.value, r.error, r.retryable, c.kind, c.successor_id"
+        " FROM executions e LEFT JOIN results r ON r.execution_id = e.id"
+        " LEFT JOIN completions c ON c.execution_id = e.id WHERE e.id = ?",
+        (execution_id,),
+    ).fetchone()
+    value, error, retryable, kind, successor = row
+    return _result(db, execution_id, value, error, retryable, kind, successor, depth)
 
 
 def _result(
@@ -182,29 +319,18 @@ def _result(
     successor_summary = None
     if successor is not None:
         row = db.execute(
-            "SELECT e.attempt, r.external_id || ':' || s.number || ':' || e.attempt,"
-            " s.module, s.target, e.step_id = (SELECT step_id FROM executions WHERE id = ?)"
-            " FROM executions e JOIN steps s ON s.id = e.step_id JOIN runs r ON r.id = s.run_id"
-            " WHERE e.id = ?",
+            "SELECT e.attempt, e.step_id = (SELECT step_id FROM executions WHERE id = ?)"
+            " FROM executions e WHERE e.id = ?",
             (execution_id, successor),
         ).fetchone()
         successor_attempt = row[0]
-        successor_summary = {"executionId": row[1], "module": row[2], "target": row[3]}
+        successor_summary = _summary(db, successor)
     if kind is not None:
         completion = model.Completion(kind)
         if completion.is_handoff:
             nested = None
             if successor is not None and depth < 20:
-                nested_row = db.execute(
-                    "SELECT r.value, r.error, r.retryable, c.kind, c.successor_id"
-                    " FROM executions e LEFT JOIN results r ON r.execution_id = e.id"
-                    " LEFT JOIN completions c ON c.execution_id = e.id WHERE e.id = ?",
-                    (successor,),
-                ).fetchone()
-                value_, error_, retryable_, kind_, successor_ = nested_row
-                nested = _result(
-                    db, successor, value_, error_, retryable_, kind_, successor_, depth=depth + 1
-                )
+                nested = _nested_result(db, successor, depth + 1)
             return {
                 "type": _RESULT_TYPES[completion],
                 "execution": successor_summary,
@@ -234,21 +360,173 @@ def _result(
         if completion is model.Completion.CANCELLED and value is None:
             return {"type": "cancelled", "createdBy": None}
     if value is not None:
-        return {"type": "value", "value": encode_value(json.loads(value)), "createdBy": None}
+        return {"type": "value", "value": encode_value(json.loads(value), db), "createdBy": None}
     if error is not None and kind is not None:
-        data = json.loads(error)
         return {
             "type": "error",
-            "error": {
-                "type": data["type"],
-                "message": data["message"],
-                "frames": _frames(data.get("frames", [])),
-            },
+            "error": _error(json.loads(error)),
             "retry": successor_attempt,
             "retryable": None if retryable is None else bool(retryable),
             "createdBy": None,
         }
     return None
+
+
+def _completion(
+    db: sqlite3.Connection, kind: int | None, successor: int | None
+) -> dict[str, Any] | None:
+    if kind is None:
+        return None
+    summary = None if successor is None else _summary(db, successor)
+    return {
+        "kind": model.Completion(kind).name.lower(),
+        "successor": None
+        if summary is None
+        else {"type": "execution", "id": summary["executionId"]},
+    }
+
+
+def _input_status(db: sqlite3.Connection, input_id: int) -> str | None:
+    row = db.execute("SELECT type FROM input_responses WHERE input_id = ?", (input_id,)).fetchone()
+    return None if row is None else inputs.Response(row[0]).label
+
+
+def _execution_view(
+    db: sqlite3.Connection,
+    store: orchestration.SqliteOrchestrationStore,
+    execution_id: int,
+) -> dict[str, Any]:
+    """The per-execution parts of the run topic beyond its scalar fields."""
+    execution = store.execution(execution_id)
+    view: dict[str, Any] = {}
+    view["assets"] = {
+        asset_id: _asset_summary(db, asset_id)
+        for (asset_id,) in db.execute(
+            "SELECT a.external_id FROM execution_assets x JOIN assets a ON a.id = x.asset_id"
+            " WHERE x.execution_id = ? ORDER BY x.created_at, a.id",
+            (execution_id,),
+        )
+    }
+    view["inputs"] = {
+        f"{run}/i{number}": {"title": title, "status": _input_status(db, input_id)}
+        for input_id, run, number, title in db.execute(
+            "SELECT i.id, r.external_id, i.number, i.title FROM execution_inputs x"
+            " JOIN inputs i ON i.id = x.input_id JOIN runs r ON r.id = i.run_id"
+            " WHERE x.execution_id = ? ORDER BY i.id",
+            (execution_id,),
+        )
+    }
+    dependencies: dict[str, Any] = {}
+    for (dependency,) in db.execute(
+        "SELECT dependency_id FROM dependencies WHERE execution_id = ? ORDER BY created_at",
+        (execution_id,),
+    ):
+        summary = _summary(db, dependency)
+        if summary is not None:
+            dependencies[summary["executionId"]] = {"type": "result", "execution": summary}
+    for input_id, run, number, title in db.execute(
+        "SELECT i.id, r.external_id, i.number, i.title FROM input_dependencies d"
+        " JOIN inputs i ON i.id = d.input_id JOIN runs r ON r.id = i.run_id"
+        " WHERE d.execution_id = ? ORDER BY d.created_at, i.id",
+        (execution_id,),
+    ):
+        external_id = f"{run}/i{number}"
+        dependencies[external_id] = {
+            "type": "input",
+            "inputId": external_id,
+            "title": title,
+            "status": _input_status(db, input_id),
+        }
+    for (asset_id,) in db.execute(
+        "SELECT a.external_id FROM asset_dependencies d JOIN assets a ON a.id = d.asset_id"
+        " WHERE d.execution_id = ? ORDER BY d.created_at, a.id",
+        (execution_id,),
+    ):
+        dependencies[asset_id] = {
+            "type": "asset",
+            "assetId": asset_id,
+            "asset": _asset_summary(db, asset_id),
+        }
+    for (stream_id,) in db.execute(
+        "SELECT stream_id FROM stream_dependencies WHERE execution_id = ? ORDER BY created_at",
+        (execution_id,),
+    ):
+        stream = store.stream(stream_id)
+        producer = _stream_producer(db, stream_id)
+        step = db.execute(
+            "SELECT module, target FROM steps WHERE id = ?", (stream.step_id,)
+        ).fetchone()
+        dependencies[stream.external_id] = {
+            "type": "stream",
+            "streamId": stream.external_id,
+            "execution": None if producer is None else _summary(db, producer),
+            "index": stream.index,
+            "module": step[0],
+            "target": step[1],
+            "pending": store.stream_closure(stream_id) is None,
+        }
+    view["dependencies"] = dependencies
+    view["checkpoints"] = {
+        "before": {
+            name: encode_value(value, db)
+            for name, value in checkpoints.before(store, execution).items()
+        },
+        "after": {
+            name: encode_value(value, db)
+            for name, value in checkpoints.after(store, execution).items()
+        },
+    }
+    view["streams"] = {
+        str(number): {
+            "id": model.stream_external_id(
+                execution.run_external_id, execution.step_number, number
+            ),
+            "buffer": buffer,
+            "timeoutMs": timeout_ms,
+            "openedAt": opened_at,
+            "closedAt": closed_at,
+            "reason": label,
+            "error": _error(_loads(error)),
+        }
+        for number, buffer, timeout_ms, opened_at, closed_at, label, error in db.execute(
+            "SELECT st.number, g.buffer, g.timeout_ms, g.created_at, x.created_at, x.label,"
+            " x.error FROM stream_registrations g JOIN streams st ON st.id = g.stream_id"
+            " LEFT JOIN stream_closures x ON x.stream_id = st.id"
+            " WHERE g.execution_id = ? ORDER BY st.number",
+            (execution_id,),
+        )
+    }
+    return view
+
+
+def _metrics(db: sqlite3.Connection, execution_id: int) -> dict[str, Any]:
+    metrics: dict[str, Any] = {}
+    for key, text in db.execute(
+        "SELECT key, definition FROM metric_definitions WHERE execution_id = ? ORDER BY key",
+        (execution_id,),
+    ):
+        definition = json.loads(text)
+        metrics[key] = {
+            "group": definition.get("group"),
+            "groupUnits": definition.get("group_units"),
+            "groupLower": definition.get("group_lower"),
+            "groupUpper": definition.get("group_upper"),
+            "scale": definition.get("scale"),
+            "units": definition.get("units"),
+            "progress": bool(definition.get("progress") or False),
+            "lower": definition.get("lower"),
+            "upper": definition.get("upper"),
+        }
+    return metrics
+
+
+def _stream_producer(db: sqlite3.Connection, stream_id: int) -> int | None:
+    row = db.execute(
+        "SELECT g.execution_id FROM stream_registrations g JOIN executions e"
+        " ON e.id = g.execution_id WHERE g.stream_id = ? ORDER BY e.attempt DESC LIMIT 1",
+        (stream_id,),
+    ).fetchone()
+    return None if row is None else int(row[0])
 
 
 def run(db: sqlite3.Connection, workspace: str, run_id: str) -> dict[str, Any] | None:
@@ -260,16 +538,9 @@ def run(db: sqlite3.Connection, workspace: str, run_id: str) -> dict[str, Any] |
     ).fetchone()
     if workspace_id is None or row is None:
         return None
+    store = orchestration.SqliteOrchestrationStore(db)
     internal_id, parent_execution, requires, created_at, created_by = row
-    parent = None
-    if parent_execution is not None:
-        parent_row = db.execute(
-            "SELECT r.external_id || ':' || s.number || ':' || e.attempt, s.module, s.target"
-            " FROM executions e JOIN steps s ON s.id = e.step_id JOIN runs r ON r.id = s.run_id"
-            " WHERE e.id = ?",
-            (parent_execution,),
-        ).fetchone()
-        parent = {"executionId": parent_row[0], "module": parent_row[1], "target": parent_row[2]}
+    parent = None if parent_execution is None else _summary(db, parent_execution)
     origin = db.execute(
         "SELECT e.workspace_id FROM steps s JOIN executions e ON e.step_id = s.id"
         " WHERE s.run_id = ? AND s.number = 1 ORDER BY e.attempt LIMIT 1",
@@ -279,7 +550,7 @@ def run(db: sqlite3.Connection, workspace: str, run_id: str) -> dict[str, Any] |
     steps: dict[str, Any] = {}
     step_rows = db.execute(
         "SELECT s.id, s.number, s.module, s.target, s.options, s.arguments, s.created_at,"
-        " r.external_id || ':' || ps.number || ':' || pe.attempt"
+        " r.external_id || ':' || ps.number || ':' || pe.attempt, s.cache_key, s.memo_key"
         " FROM steps s LEFT JOIN executions pe ON pe.id = s.parent_execution_id"
         " LEFT JOIN steps ps ON ps.id = pe.step_id LEFT JOIN runs r ON r.id = ps.run_id"
         " WHERE s.run_id = ? ORDER BY s.number",
@@ -294,6 +565,8 @@ def run(db: sqlite3.Connection, workspace: str, run_id: str) -> dict[str, Any] |
         arguments,
         step_created,
         parent_id,
+        cache_key,
+        memo_key,
     ) in step_rows:
         executions: dict[str, Any] = {}
         for (
@@ -333,16 +606,15 @@ def run(db: sqlite3.Connection, workspace: str, run_id: str) -> dict[str, Any] |
                 "createdBy": _loads(e_created_by),
                 "executeAfter": execute_after,
                 "assignedAt": assigned_at,
-                "completedAt": completed_at if kind is not None else (result_at if value else None),
+                "completedAt": completed_at,
                 "resultAt": result_at,
+                "completion": _completion(db, kind, successor),
                 "groups": {
                     str(g): n
                     for g, n in db.execute(
                         "SELECT group_id, name FROM groups WHERE execution_id = ?", (execution_id,)
                     )
                 },
-                "assets": {},
-                "dependencies": _dependencies(db, execution_id),
                 "children": [
                     {"stepId": f"{cr}:{cn}", "attempt": ca, "groupId": cg}
                     for cr, cn, ca, cg in db.execute(
@@ -353,9 +625,9 @@ def run(db: sqlite3.Connection, workspace: str, run_id: str) -> dict[str, Any] |
                         (execution_id,),
                     )
                 ],
-                "inputs": {},
                 "result": result,
-                "metrics": {},
+                "metrics": _metrics(db, execution_id),
+                **_execution_view(db, store, execution_id),
             }
         if not executions:
             continue
@@ -368,8 +640,8 @@ def run(db: sqlite3.Connection, workspace: str, run_id: str) -> dict[str, Any] |
             "target": target,
             "parentId": parent_id,
             "cacheConfig": cache,
-            "cacheKey": None,
-            "memoKey": None,
+            "cacheKey": None if cache_key is None else cache_key[:10],
+            "memoKey": None if memo_key is None else memo_key[:10],
             "retries": None
             if retries is None
             else {
@@ -380,7 +652,7 @@ def run(db: sqlite3.Connection, workspace: str, run_id: str) -> dict[str, Any] |
             "recurrent": bool(options.get("recurrent")),
             "timeout": options.get("timeout", 0),
             "createdAt": step_created,
-            "arguments": [encode_value(v) for v in json.loads(arguments)],
+            "arguments": [encode_value(v, db) for v in json.loads(arguments)],
             "requires": options.get("requires") or {},
             "executions": executions,
         }
@@ -393,30 +665,15 @@ def run(db: sqlite3.Connection, workspace: str, run_id: str) -> dict[str, Any] |
     }
 
 
-def _dependencies(db: sqlite3.Connection, execution_id: int) -> dict[str, Any]:
-    return {
-        external: {
-            "type": "result",
-            "execution": {"executionId": external, "module": module, "target": target},
-        }
-        for external, module, target in db.execute(
-            "SELECT r.external_id || ':' || s.number || ':' || e.attempt, s.module, s.target"
-            " FROM dependencies d JOIN executions e ON e.id = d.dependency_id"
-            " JOIN steps s ON s.id = e.step_id JOIN runs r ON r.id = s.run_id"
-            " WHERE d.execution_id = ?",
-            (execution_id,),
-        )
-    }
-
-
 def queue(db: sqlite3.Connection, workspace: str) -> dict[str, Any] | None:
     workspace_id = _workspace_id(db, workspace)
     if workspace_id is None:
         return None
+    store = orchestration.SqliteOrchestrationStore(db)
     value: dict[str, Any] = {}
     for row in db.execute(
         "SELECT r.external_id, s.number, e.attempt, s.module, s.target, e.execute_after,"
-        " e.created_at, a.assigned_at, r.requires, s.options FROM executions e"
+        " e.created_at, a.assigned_at, r.requires, s.options, e.id FROM executions e"
         " JOIN steps s ON s.id = e.step_id JOIN runs r ON r.id = s.run_id"
         " LEFT JOIN assignments a ON a.execution_id = e.id"
         " LEFT JOIN completions c ON c.execution_id = e.id"
@@ -424,9 +681,8 @@ def queue(db: sqlite3.Connection, workspace: str) -> dict[str, Any] | None:
         (workspace_id,),
     ):
         run_id, number, attempt = row[0], row[1], row[2]
-        requires = model.merge_requires(
-            json.loads(row[8]), json.loads(row[9]).get("requires") or {}
-        )
+        options = json.loads(row[9])
+        requires = model.merge_requires(json.loads(row[8]), options.get("requires") or {})
         value[f"{run_id}:{number}:{attempt}"] = {
             "module": row[3],
             "target": row[4],
@@ -437,31 +693,199 @@ def queue(db: sqlite3.Connection, workspace: str) -> dict[str, Any] | None:
             "executeAfter": row[5],
             "createdAt": row[6],
             "assignedAt": row[7],
-            "dependencies": [],
+            "dependencies": [] if row[7] is not None else _waiting_on(store, row[10]),
             "requires": requires,
         }
     return value
 
 
-def modules(db: sqlite3.Connection, workspace: str) -> dict[str, Any] | None:
+def _waiting_on(store: orchestration.SqliteOrchestrationStore, execution_id: int) -> list[str]:
+    """Executions a queued execution still waits for (select successors and wait_for)."""
+    pending: list[int] = []
+    for dependency in store.dependencies(execution_id):
+        waiting = lifecycle.resolve(store, dependency).pending
+        if waiting is not None:
+            pending.append(waiting)
+    execution = store.execution(execution_id)
+    options = store.step_options(execution.step_id)
+    arguments = store.step_arguments(execution.step_id)
+    for index in options.wait_for:
+        if index >= len(arguments):
+            continue
+        for reference in model.value_references(arguments[index]):
+            if reference[0] != "execution":
+                continue
+            referenced = store.execution_by_external_id(str(reference[1]))
+            if referenced is not None:
+                waiting = lifecycle.resolve(store, referenced.id).pending
+                if waiting is not None:
+                    pending.append(waiting)
+    return [str(store.execution(e).external_id) for e in dict.fromkeys(pending)]
+
+
+# --- Inputs, assets, streams ---------------------------------------------------------------------
+
+_INPUT_COLUMNS = (
+    "SELECT i.id, r.external_id, i.number, i.workspace_id, i.key, i.template, i.placeholders,"
+    " i.schema, i.initial, i.title, i.actions, i.requires, i.created_at"
+    " FROM inputs i JOIN runs r ON r.id = i.run_id"
+)
+
+
+def _input_active(db: sqlite3.Connection, input_id: int) -> bool:
+    """Something still waits on it: a live dependant, or a suspended one's live chain."""
+    for kind, successor in db.execute(
+        "SELECT c.kind, c.successor_id FROM input_dependencies d"
+        " LEFT JOIN completions c ON c.execution_id = d.execution_id WHERE d.input_id = ?",
+        (input_id,),
+    ):
+        if kind is None or successor is not None:
+            return True
+    return False
+
+
+def input_view(db: sqlite3.Connection, input_id: str) -> dict[str, Any] | None:
+    """The ``get_input`` object plus ``active`` (the ``inputs/{id}`` topic)."""
+    parsed = model.parse_input_id(input_id)
+    if parsed is None:
+        return None
+    row = db.execute(
+        _INPUT_COLUMNS + " WHERE r.external_id = ? AND i.number = ?", parsed
+    ).fetchone()
+    if row is None:
+        return None
+    (internal, _, _, _, key, template, placeholders, schema, initial, title, actions) = row[:11]
+    response = None
+    response_row = db.execute(
+        "SELECT type, value, created_at, created_by FROM input_responses WHERE input_id = ?",
+        (internal,),
+    ).fetchone()
+    if response_row is not None:
+        kind = inputs.Response(response_row[0])
+        response = {"type": kind.label, "createdAt": response_row[2]}
+        if kind is inputs.Response.VALUE:
+            response["value"] = _loads(response_row[1])
+        created_by = _loads(response_row[3])
+        if created_by is not None:
+            response["createdBy"] = created_by
+    return {
+        "key": key,
+        "template": template,
+        "placeholders": {
+            name: encode_value(value, db) for name, value in json.loads(placeholders).items()
+        },
+        "schema": schema,
+        "initial": _loads(initial),
+        "title": title,
+        "actions": _loads(actions),
+        "requires": json.loads(row[11]),
+        "createdAt": row[12],
+        "response": response,
+        "active": response is None and _input_active(db, internal),
+    }
+
+
+def workspace_inputs(db: sqlite3.Connection, workspace: str) -> dict[str, Any] | None:
+    """Unanswered inputs of a workspace that something is waiting on."""
     workspace_id = _workspace_id(db, workspace)
     if workspace_id is None:
         return None
     value: dict[str, Any] = {}
-    for module, target in db.execute(
-        "SELECT module, target FROM manifests WHERE workspace_id = ?", (workspace_id,)
-    ):
-        value.setdefault(module, {"workflows": {}})["workflows"][target] = {"activeRuns": []}
-    for run_id, module, target in db.execute(
-        "SELECT DISTINCT r.external_id, s.module, s.target FROM runs r"
-        " JOIN steps s ON s.run_id = r.id AND s.number = 1"
-        " WHERE EXISTS (SELECT 1 FROM executions e JOIN steps s2 ON s2.id = e.step_id"
-        " LEFT JOIN completions c ON c.execution_id = e.id"
-        " WHERE s2.run_id = r.id AND e.workspace_id = ? AND c.execution_id IS NULL)"
-        " ORDER BY r.external_id",
+    for row in db.execute(
+        _INPUT_COLUMNS + " WHERE i.workspace_id = ?"
+        " AND NOT EXISTS (SELECT 1 FROM input_responses x WHERE x.input_id = i.id)"
+        " ORDER BY i.id",
         (workspace_id,),
     ):
-        workflows = value.get(module, {}).get("workflows", {})
-        if target in workflows:
-            workflows[target]["activeRuns"].append(run_id)
+        if not _input_active(db, row[0]):
+            continue
+        creator = db.execute(
+            "SELECT execution_id FROM execution_inputs WHERE input_id = ?"
+            " ORDER BY created_at LIMIT 1",
+            (row[0],),
+        ).fetchone()
+        summary = None if creator is None else _summary(db, creator[0])
+        value[f"{row[1]}/i{row[2]}"] = {
+            "runId": row[1],
+            "executionId": None if summary is None else summary["executionId"],
+            "key": row[4],
+            "createdAt": row[12],
+            "title": row[9],
+            "requires": json.loads(row[11]),
+        }
     return value
+
+
+def asset(db: sqlite3.Connection, asset_id: str) -> dict[str, Any] | None:
+    row = db.execute(
+        "SELECT name, entries FROM assets WHERE external_id = ?", (asset_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    return {
+        "name": row[0],
+        "entries": {
+            path: {"blobKey": blob_key, "size": size, "metadata": metadata}
+            for path, (blob_key, size, metadata) in json.loads(row[1]).items()
+        },
+    }
+
+
+def stream(db: sqlite3.Connection, stream_id: str) -> dict[str, Any] | None:
+    store = orchestration.SqliteOrchestrationStore(db)
+    found = store.stream_by_external_id(stream_id)
+    if found is None:
+        return None
+    step = db.execute(
+        "SELECT r.external_id || ':' || s.number, s.module, s.target FROM steps s"
+        " JOIN runs r ON r.id = s.run_id WHERE s.id = ?",
+        (found.step_id,),
+    ).fetchone()
+    registrations = db.execute(
+        "SELECT e.attempt, g.buffer, g.timeout_ms, g.created_at, g.execution_id"
+        " FROM stream_registrations g JOIN executions e ON e.id = g.execution_id"
+        " WHERE g.stream_id = ? ORDER BY e.attempt",
+        (found.id,),
+    ).fetchall()
+    latest = registrations[-1] if registrations else None
+    closure = None
+    closure_row = db.execute(
+        "SELECT x.label, x.error, e.attempt, x.created_at FROM stream_closures x"
+        " LEFT JOIN executions e ON e.id = x.execution_id WHERE x.stream_id = ?",
+        (found.id,),
+    ).fetchone()
+    if closure_row is not None:
+        closure = {
+            "reason": closure_row[0],
+            "error": _error(_loads(closure_row[1])),
+            "attempt": closure_row[2],
+            "closedAt": closure_row[3],
+        }
+    (total,) = db.execute(
+        "SELECT count(*) FROM stream_items WHERE stream_id = ?", (found.id,)
+    ).fetchone()
+    items = db.execute(
+        "SELECT sequence, value, created_at FROM (SELECT * FROM stream_items WHERE stream_id = ?"
+        " ORDER BY sequence DESC LIMIT ?) ORDER BY sequence",
+        (found.id, STREAM_TAIL),
+    ).fetchall()
+    return {
+        "id": found.external_id,
+        "step": {"stepId": step[0], "module": step[1], "target": step[2]},
+        "workspaceId": db.execute(
+            "SELECT external_id FROM workspaces WHERE id = ?", (found.workspace_id,)
+        ).fetchone()[0],
+        "index": found.index,
+        "attempts": [r[0] for r in registrations],
+        "producer": None if latest is None else _summary(db, latest[4]),
+        "buffer": None if latest is None else latest[1],
+        "timeoutMs": None if latest is None else latest[2],
+        "openedAt": None if not registrations else registrations[0][3],
+        "closure": closure,
+        "items": [
+            {"sequence": sequence, "value": encode_value(json.loads(value), db), "createdAt": at}
+            for sequence, value, at in items
+        ],
+        "totalCount": total,
+        "tailSize": STREAM_TAIL,
+    }

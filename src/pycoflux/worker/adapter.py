@@ -11,7 +11,7 @@ import shutil
 import signal
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pycoflux import errors
 from pycoflux.protocol import version
@@ -87,12 +87,94 @@ def encode_line(message: Mapping[str, Any]) -> bytes:
     return (json.dumps(message, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
 
-class AdapterProcess:
-    """A spawned executor: serialized writes, ordered reads, stderr drained in the background."""
+class ChildProcess(Protocol):
+    """An executor's OS process as the worker sees it: three pipes, a pid, an exit code."""
 
-    def __init__(self, process: asyncio.subprocess.Process, argv: tuple[str, ...]) -> None:
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    @property
+    def stdin(self) -> asyncio.StreamWriter: ...
+
+    @property
+    def stdout(self) -> asyncio.StreamReader: ...
+
+    @property
+    def stderr(self) -> asyncio.StreamReader: ...
+
+    async def wait(self) -> int: ...
+
+    def kill(self) -> None:
+        """SIGKILL the child and everything in its process group."""
+        ...
+
+
+class SpawnedChild:
+    """A child the worker started itself (``spawn`` and ``reuse`` modes)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdin and process.stdout and process.stderr
+        self._process = process
+        self.stdin = process.stdin
+        self.stdout = process.stdout
+        self.stderr = process.stderr
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    async def wait(self) -> int:
+        return await self._process.wait()
+
+    def kill(self) -> None:
+        if self._process.returncode is not None:
+            return
+        # The executor leads its own process group, so this also takes user subprocesses.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self._process.kill()
+
+
+async def spawn_child(argv: tuple[str, ...], *, cwd: Path) -> SpawnedChild:
+    """Start ``argv`` with piped stdio in its own session."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            limit=LINE_LIMIT,
+            # Own process group: a terminal Ctrl-C aimed at the worker must not reach
+            # user code while the worker drains gracefully.
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise errors.AdapterError(f"cannot start adapter {argv[0]}: {exc}") from exc
+    return SpawnedChild(process)
+
+
+class AdapterProcess:
+    """An executor: serialized writes, ordered reads, stderr drained in the background.
+
+    ``reusable`` processes (reuse mode) announce the end of each execution with another
+    ``ready`` line and then wait for the next ``execute``.
+    """
+
+    def __init__(
+        self, process: ChildProcess, argv: tuple[str, ...], *, reusable: bool = False
+    ) -> None:
         self._process = process
         self.argv = argv
+        self.reusable = reusable
         self.label: str | None = None  # the execution id once bound, for stderr lines
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
         self._write_lock = asyncio.Lock()
@@ -105,22 +187,20 @@ class AdapterProcess:
         cls, argv: tuple[str, ...], *, cwd: Path, ready_timeout: float
     ) -> AdapterProcess:
         """Start ``<argv> execute`` and wait for a valid ``ready`` line."""
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                "execute",
-                cwd=cwd,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                limit=LINE_LIMIT,
-                # Own process group: a terminal Ctrl-C aimed at the worker must not reach
-                # user code while the worker drains gracefully.
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise errors.AdapterError(f"cannot start adapter {argv[0]}: {exc}") from exc
-        adapter = cls(process, argv)
+        child = await spawn_child((*argv, "execute"), cwd=cwd)
+        return await cls.attach(child, argv, ready_timeout=ready_timeout)
+
+    @classmethod
+    async def attach(
+        cls,
+        child: ChildProcess,
+        argv: tuple[str, ...],
+        *,
+        ready_timeout: float,
+        reusable: bool = False,
+    ) -> AdapterProcess:
+        """Wrap a started child and wait for its ``ready`` line; kill it on failure."""
+        adapter = cls(child, argv, reusable=reusable)
         try:
             async with asyncio.timeout(ready_timeout):
                 line = await adapter._readline()
@@ -149,7 +229,6 @@ class AdapterProcess:
 
     async def _readline(self) -> bytes:
         stdout = self._process.stdout
-        assert stdout is not None
         try:
             return await stdout.readline()
         except ValueError as exc:
@@ -190,7 +269,6 @@ class AdapterProcess:
         """Write one line; raises ``AdapterError`` when stdin is gone."""
         data = encode_line(message)
         stdin = self._process.stdin
-        assert stdin is not None
         async with self._write_lock:
             if stdin.is_closing():
                 raise errors.AdapterError("executor stdin is closed")
@@ -202,16 +280,11 @@ class AdapterProcess:
 
     def close_stdin(self) -> None:
         stdin = self._process.stdin
-        if stdin is not None and not stdin.is_closing():
+        if not stdin.is_closing():
             stdin.close()
 
     def _signal_kill(self) -> None:
-        if self._process.returncode is not None:
-            return
-        # The executor leads its own process group, so this also takes user subprocesses.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._process.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
+        if self._process.returncode is None:
             self._process.kill()
 
     async def kill(self) -> None:
@@ -242,7 +315,6 @@ class AdapterProcess:
 
     async def _drain_stderr(self) -> None:
         stderr = self._process.stderr
-        assert stderr is not None
         while True:
             try:
                 line = await stderr.readline()

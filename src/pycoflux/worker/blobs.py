@@ -1,12 +1,14 @@
-"""Content-addressed blob storage: HTTP stores plus a local read cache."""
+"""Content-addressed blob storage: HTTP and S3 stores plus a local read cache."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hashlib
+import importlib.util
 import os
 import tempfile
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +151,89 @@ class HttpBlobStore:
         return True
 
 
+def s3_object_key(prefix: str, key: str) -> str:
+    """``[<prefix>/]<k[0:2]>/<k[2:4]>/<k[4:]>`` (worker.md §8.4; the CLI reads the same layout)."""
+    sharded = f"{key[0:2]}/{key[2:4]}/{key[4:]}"
+    prefix = prefix.strip("/")
+    return f"{prefix}/{sharded}" if prefix else sharded
+
+
+_S3_MISSING = frozenset({"NoSuchKey", "NotFound", "404"})
+
+
+class S3BlobStore:
+    """Objects in one S3 bucket, through boto3 in worker threads.
+
+    Credentials, and the endpoint (``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``), come from
+    the standard AWS configuration chain. boto3 is imported, and the client built, on first
+    use: it costs a few hundred milliseconds that a worker without S3 shouldn't pay.
+    """
+
+    def __init__(
+        self, bucket: str, *, prefix: str = "", region: str | None = None, name: str = "s3"
+    ) -> None:
+        self.name = name
+        self._bucket = bucket
+        self._prefix = prefix
+        self._region = region
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _s3(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                import boto3
+
+                # Sessions are not thread-safe, clients are: one private session builds it.
+                self._client = boto3.session.Session().client("s3", region_name=self._region)
+            return self._client
+
+    async def put(self, key: str, source: Path | bytes) -> None:
+        await asyncio.to_thread(self._put, key, source)
+
+    def _put(self, key: str, source: Path | bytes) -> None:
+        name = s3_object_key(self._prefix, key)
+        try:
+            if isinstance(source, bytes):
+                self._s3().put_object(Bucket=self._bucket, Key=name, Body=source)
+            else:
+                # Multipart for large files, with retries, in boto3's transfer manager.
+                self._s3().upload_file(str(source), self._bucket, name)
+        except Exception as exc:  # botocore and the transfer manager each raise their own types
+            raise BlobError(f"upload of {key} to s3://{self._bucket}/{name} failed: {exc}") from exc
+
+    async def get(self, key: str, dest: Path, byte_range: ByteRange | None) -> bool:
+        return await asyncio.to_thread(self._get, key, dest, byte_range)
+
+    def _get(self, key: str, dest: Path, byte_range: ByteRange | None) -> bool:
+        import botocore.exceptions
+
+        name = s3_object_key(self._prefix, key)
+        request: dict[str, Any] = {"Bucket": self._bucket, "Key": name}
+        if byte_range is not None:
+            request["Range"] = range_header(byte_range)
+        try:
+            response = self._s3().get_object(**request)
+            with dest.open("wb") as handle:
+                for chunk in response["Body"].iter_chunks(_CHUNK):
+                    handle.write(chunk)
+        except botocore.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _S3_MISSING:
+                return False
+            if code == "InvalidRange":  # past the end: the available bytes, i.e. none
+                dest.write_bytes(b"")
+                return True
+            raise BlobError(
+                f"download of {key} from s3://{self._bucket}/{name} failed: {exc}"
+            ) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise BlobError(
+                f"download of {key} from s3://{self._bucket}/{name} failed: {exc}"
+            ) from exc
+        return True
+
+
 class BlobManager:
     """Uploads to the first store; downloads into the cache, trying each store in turn."""
 
@@ -265,6 +350,28 @@ def build_stores(
                     headers_for(token),
                     client,
                     name=f"http[{index}]",
+                )
+            )
+        elif kind == "s3":
+            bucket = spec.get("bucket")
+            if not isinstance(bucket, str) or not bucket:
+                log.error(
+                    "skipping blob store",
+                    extra=console.fields(index=index, type=kind, reason="no bucket configured"),
+                )
+                continue
+            if importlib.util.find_spec("boto3") is None:
+                log.error(
+                    "skipping blob store",
+                    extra=console.fields(index=index, type=kind, reason="boto3 is not installed"),
+                )
+                continue
+            stores.append(
+                S3BlobStore(
+                    bucket,
+                    prefix=str(spec.get("prefix") or ""),
+                    region=str(spec["region"]) if spec.get("region") else None,
+                    name=f"s3[{index}]",
                 )
             )
         else:

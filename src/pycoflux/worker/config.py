@@ -39,6 +39,7 @@ class WorkerConfig:
     metrics_token: str | None = None
     log_level: str = "info"
     ready_timeout: float = 60.0  # seconds to wait for an adapter's ready line
+    executor: str | None = None  # "fork" | "spawn" | "reuse"; None: fork where available
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -261,6 +261,9 @@ class Connection:
                     ping_timeout=self._timings.ping_timeout,
                     close_timeout=2.0,
                     max_size=_MAX_FRAME,
+                    # Frames are small JSON (large values travel as blobs), and deflating
+                    # each one costs CPU on both ends; upstream's worker does not offer it.
+                    compression=None,
                 ) as ws:
                     established = True
                     await self._serve(ws)

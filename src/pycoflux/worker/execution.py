@@ -9,6 +9,10 @@ task, so a long ``select`` never blocks stream traffic. Terminal reports are rec
 until the server stops listing the execution. When stdout reaches EOF the execution is
 cleaned up and the instance is told to send ``notify_terminated``; because every frame
 goes through one FIFO outbox, that always follows the terminal report.
+
+A *reusable* process (reuse mode) does not exit: it ends an execution by saying ``ready``
+again. The loop stops there, stdin stays open, and a process that finished cleanly (a
+terminal report, no abort, kill, timeout or suspension) goes back to the pool.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import os
 import shutil
 import tempfile
 import time
@@ -142,6 +147,7 @@ class Execution:
         self.subscriptions: dict[int, Subscription] = {}
         self._process: AdapterProcess | None = None
         self._executing = False  # ``execute`` has been written
+        self._returned = False  # a reusable process said ``ready`` again: it is free
         self._workdir: Path | None = None
         self._requests: dict[Any, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -362,7 +368,8 @@ class Execution:
         if self.aborted or self.killed:
             return False
         try:
-            self._workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="coflux-exec-"))
+            # One mkdir: cheaper inline than the thread hop that would carry it.
+            self._workdir = Path(tempfile.mkdtemp(prefix="coflux-exec-"))
         except OSError as exc:
             self._report_internal(f"failed to create working directory: {exc}")
             return False
@@ -402,7 +409,18 @@ class Execution:
             if not isinstance(params, dict):
                 params = {}
             claimed = params.get("execution_id")
-            if claimed is not None and claimed != self.id:
+            if process.reusable:
+                if method == "ready" and "id" not in message:
+                    self._returned = True
+                    return
+                if claimed is not None and claimed != self.id:
+                    # A thread left behind by an earlier execution of this process.
+                    log.warning(
+                        "dropping a message for an earlier execution",
+                        extra=self._fields(claimed=claimed, method=method),
+                    )
+                    continue
+            elif claimed is not None and claimed != self.id:
                 log.warning(
                     "adapter used another execution id", extra=self._fields(claimed=claimed)
                 )
@@ -448,9 +466,14 @@ class Execution:
             await process.write(response)
 
     def _maybe_finish(self) -> None:
-        """After a result, close stdin once no stream is open and no request is outstanding."""
+        """After a result, close stdin once no stream is open and no request is outstanding.
+
+        A reusable process is left alone: it says ``ready`` once its streams have drained.
+        """
         if (
-            self.result_reported
+            self._process is not None
+            and not self._process.reusable
+            and self.result_reported
             and not self.error_reported
             and self._stopping is None
             and not self._producers.any_open
@@ -505,13 +528,16 @@ class Execution:
             with contextlib.suppress(Exception):
                 await self._timeout_task
         process = self._process
-        crashed = self._executing and not (
-            self.result_reported
-            or self.error_reported
-            or self.aborted
-            or self.timed_out
-            or self.suspended
-            or self.killed
+        interrupted = self.aborted or self.timed_out or self.suspended or self.killed
+        reported = self.result_reported or self.error_reported
+        crashed = self._executing and not (reported or interrupted)
+        reuse = (
+            process is not None
+            and process.reusable
+            and process.alive
+            and self._returned
+            and reported
+            and not interrupted
         )
         if crashed:
             tail = "\n".join(process.stderr_tail) if process is not None else ""
@@ -519,7 +545,7 @@ class Execution:
                 "executor exited without reporting a result",
                 extra=self._fields(elapsed=self._elapsed(), stderr=tail[-2000:]),
             )
-        if process is not None:
+        if process is not None and not reuse:
             if self._stopping is not None:
                 with contextlib.suppress(Exception):
                     await self._stopping
@@ -539,9 +565,12 @@ class Execution:
             await self._flush_checkpoints()
         await self._checkpoints.close()
         if self._workdir is not None:
-            await asyncio.to_thread(shutil.rmtree, self._workdir, True)
+            try:
+                os.rmdir(self._workdir)  # usually empty: no need for a thread
+            except OSError:
+                await asyncio.to_thread(shutil.rmtree, self._workdir, True)
         if process is not None:
-            self._services.pool.release(process)
+            self._services.pool.release(process, reuse=reuse)
         self.terminated = True
         self.finished.set()
         if not self.forgotten:
@@ -590,7 +619,8 @@ class Execution:
             "execution failed",
             extra=self._fields(elapsed=self._elapsed(), error_type=report[0]),
         )
-        self._begin_stop()
+        if self._process is None or not self._process.reusable:
+            self._begin_stop()
 
     async def _on_log(self, params: dict[str, Any]) -> None:
         entry = await logs.build_entry(

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from pycoflux import errors
-from pycoflux.worker import console
+from pycoflux.worker import console, executors
 from pycoflux.worker.adapter import detect_adapter, resolve_argv
 from pycoflux.worker.api import ApiClient, ServerAddress, parse_tags
 from pycoflux.worker.batching import HttpBatcher
@@ -90,6 +90,7 @@ class WorkerInstance:
             raise errors.ConfigError(
                 "no modules specified; pass them as arguments or set 'worker.modules' in coflux.toml"
             )
+        mode = executors.parse_mode(config.executor)
         argv = resolve_argv(config.adapter or detect_adapter(self._cwd), self._cwd)
         log.info("using adapter", extra=console.fields(adapter=" ".join(argv)))
         address = ServerAddress.resolve(config.host, config.secure, config.project)
@@ -143,12 +144,16 @@ class WorkerInstance:
             flush_interval=config.metrics_flush_interval,
             name="metrics",
         )
-        self._pool = ExecutorPool(
+        launcher = executors.make_launcher(
+            mode,
             argv,
+            # The modules that hold targets: what executions import, so worth pre-importing.
+            tuple(dict.fromkeys(target.module for target in manifest.targets)),
             cwd=self._cwd,
-            concurrency=self._concurrency,
             ready_timeout=config.ready_timeout,
-            graceful_exit=self._timings.graceful_exit,
+        )
+        self._pool = ExecutorPool(
+            launcher, concurrency=self._concurrency, graceful_exit=self._timings.graceful_exit
         )
         ws_headers = {"X-Project": address.project} if address.project else {}
         target_map = manifest.target_map()

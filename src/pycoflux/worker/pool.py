@@ -1,22 +1,26 @@
-"""Warm executor pool: a few adapter processes kept ready so executions start fast."""
+"""Warm executor pool: a few adapter processes kept ready so executions start fast.
+
+Where the processes come from is the launcher's business (``executors.py``). In ``fork``
+and ``spawn`` modes a process serves one execution and is never reused; in ``reuse`` mode
+a process that finished cleanly comes back as warm, up to the concurrency.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import enum
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import Coroutine
+from typing import Any
 
 from pycoflux import errors
 from pycoflux.worker import console
 from pycoflux.worker.adapter import AdapterProcess
+from pycoflux.worker.executors import Launcher
 
 log = console.get_logger()
 
 MAX_WARM = 4
-
-Spawner = Callable[[], Awaitable[AdapterProcess]]
 
 
 class PoolClosedError(errors.WorkerError):
@@ -30,35 +34,19 @@ class _State(enum.Enum):
 
 
 class ExecutorPool:
-    """Hands out ready adapter processes, one per execution, never reused."""
+    """Hands out ready adapter processes, one per execution."""
 
-    def __init__(
-        self,
-        argv: tuple[str, ...],
-        *,
-        cwd: Path,
-        concurrency: int,
-        ready_timeout: float,
-        graceful_exit: float,
-        spawner: Spawner | None = None,
-    ) -> None:
-        self._argv = argv
-        self._cwd = cwd
+    def __init__(self, launcher: Launcher, *, concurrency: int, graceful_exit: float) -> None:
+        self.launcher = launcher
         self._concurrency = max(concurrency, 1)
         self.warm_target = min(self._concurrency, MAX_WARM)
-        self._ready_timeout = ready_timeout
         self._graceful_exit = graceful_exit
-        self._spawner = spawner or self._spawn_adapter
+        self._spawner = launcher.launch
         self._warm: collections.deque[AdapterProcess] = collections.deque()
         self._busy: set[AdapterProcess] = set()
         self._spawning = 0
         self._state = _State.OPEN
         self._tasks: set[asyncio.Task[None]] = set()
-
-    async def _spawn_adapter(self) -> AdapterProcess:
-        return await AdapterProcess.spawn(
-            self._argv, cwd=self._cwd, ready_timeout=self._ready_timeout
-        )
 
     @property
     def closed(self) -> bool:
@@ -72,7 +60,9 @@ class ExecutorPool:
         return [*self._warm, *self._busy]
 
     async def start(self) -> None:
-        """Spawn the warm executors one after another; failures leave slots empty."""
+        """Start the launcher, then the warm executors one after another (failures leave gaps)."""
+        await self.launcher.start()
+        log.info("executor mode", extra=console.fields(mode=str(self.launcher.mode)))
         for _ in range(self.warm_target):
             if self._state is not _State.OPEN:
                 return
@@ -104,13 +94,25 @@ class ExecutorPool:
         self._busy.add(process)
         return process
 
-    def release(self, process: AdapterProcess) -> None:
-        """An execution's process has gone; top the warm pool up by one if there is room."""
+    def release(self, process: AdapterProcess, *, reuse: bool = False) -> None:
+        """An execution is over: keep its process if ``reuse`` allows, else top up by one.
+
+        Without ``reuse`` the process must already be gone (the execution stopped it).
+        """
         self._busy.discard(process)
+        if reuse and process.alive:
+            if self._state is _State.OPEN and len(self._warm) + len(self._busy) < self._concurrency:
+                # At the front: the most recently used process is taken next (warm caches).
+                self._warm.appendleft(process)
+                return
+            self._background(process.stop(self._graceful_exit), "pool-stop-surplus")
         if self._state is _State.OPEN and self._needs_warm():
-            task = asyncio.create_task(self._top_up(), name="pool-top-up")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._background(self._top_up(), "pool-top-up")
+
+    def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _needs_warm(self) -> bool:
         warm = len(self._warm) + self._spawning
@@ -151,3 +153,4 @@ class ExecutorPool:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.close_warm()
+        await self.launcher.close()

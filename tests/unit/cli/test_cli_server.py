@@ -78,19 +78,19 @@ def test_flags(coflux: Run, served: list[Any], tmp_path: Path) -> None:
     assert config.studio_teams == ("a", "b", "c")
     assert config.launcher_types == ("process",)
     assert config.allow_origins == ("http://x",)
-    assert config.studio_url == "http://studio"
+    assert config.studio_url == "http://studio/"  # verbatim: it is the JWT issuer
 
 
 def test_env_and_file_layers(coflux: Run, served: list[Any], tmp_path: Path) -> None:
     (tmp_path / "coflux.toml").write_text(
-        "[server]\nport = 9000\nproject = 'from-file'\nauth = false\nsuper_token_hash = 'ABC'\n"
+        f"[server]\nport = 9000\nproject = 'from-file'\nauth = false\nsuper_token_hash = '{'AB' * 32}'\n"
     )
     env = {"COFLUX_SERVER_PORT": "9100", "PORT": "9200"}
     result = coflux("server", env=env)
     assert result.exit_code == 0, result.stderr
     [config] = served
     assert (config.port, config.project, config.require_auth) == (9100, "from-file", False)
-    assert config.super_token_hash == "abc"
+    assert config.super_token_hash == "ab" * 32
 
 
 def test_servers_own_environment_is_the_base(

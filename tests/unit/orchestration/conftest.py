@@ -120,14 +120,15 @@ class Driver:
         *,
         module: str = "app",
         options: model.StepOptions | None = None,
+        arguments: list[Any] | None = None,
     ) -> str:
-        """Start a run; returns its root execution id."""
+        """Start a run; returns its root execution id. ``arguments`` are plain JSON data."""
         result = self.reply(
             commands.SubmitWorkflow(
                 workspace_id=workspace_id,
                 module=module,
                 target=target,
-                arguments=[],
+                arguments=[["raw", a, []] for a in arguments or []],
                 options=options or model.StepOptions(),
             )
         )
@@ -232,6 +233,8 @@ class Session:
         *,
         type: model.TargetType = model.TargetType.TASK,
         options: model.StepOptions | None = None,
+        arguments: list[Any] | None = None,
+        values: list[model.Value] | None = None,
     ) -> str:
         request_id = next(self._request_ids)
         self.driver.handle(
@@ -242,7 +245,7 @@ class Session:
                 module="app",
                 target=target,
                 type=type,
-                arguments=[],
+                arguments=values or [["raw", a, []] for a in arguments or []],
                 group_id=None,
                 options=options or model.StepOptions(),
             )
@@ -250,6 +253,41 @@ class Session:
         (reply,) = self.replies(request_id)
         child: str = reply[2][0]
         return child
+
+    def request(self, make: Any) -> list[Any]:
+        """Send a request built by ``make(request_id)``; returns its reply frame."""
+        request_id = next(self._request_ids)
+        self.driver.handle(make(request_id))
+        replies = self.replies(request_id)
+        assert len(replies) == 1, replies
+        return replies[0]
+
+    def commands(self, name: str) -> list[list[Any]]:
+        """Params of every ``name`` command sent to this session so far."""
+        return [f[1]["params"] for f in self.frames if f[0] == 1 and f[1]["command"] == name]
+
+    def select_handles(
+        self,
+        caller: str,
+        handles: list[dict[str, Any]],
+        *,
+        timeout_ms: int | None = None,
+        suspend: bool = False,
+        cancel_remaining: bool = False,
+    ) -> int:
+        request_id = next(self._request_ids)
+        self.driver.handle(
+            commands.Select(
+                session_id=self.id,
+                request_id=request_id,
+                execution_id=caller,
+                handles=handles,
+                timeout_ms=timeout_ms,
+                suspend=suspend,
+                cancel_remaining=cancel_remaining,
+            )
+        )
+        return request_id
 
     def select(
         self,

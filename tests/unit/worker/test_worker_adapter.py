@@ -9,6 +9,7 @@ import pytest
 
 from pycoflux import errors
 from pycoflux.worker import adapter, discovery
+from pycoflux.worker.executors import SpawnLauncher
 from pycoflux.worker.pool import ExecutorPool
 from tests.support.worker_harness import SDK_ADAPTER, WFMOD, write_module
 
@@ -147,7 +148,8 @@ async def test_non_json_lines_are_skipped(tmp_path: Path) -> None:
 
 
 async def test_pool_prespawns_warm_executors_and_tops_up(tmp_path: Path) -> None:
-    pool = ExecutorPool(SDK_ADAPTER, cwd=tmp_path, concurrency=8, ready_timeout=30, graceful_exit=5)
+    launcher = SpawnLauncher(SDK_ADAPTER, cwd=tmp_path, ready_timeout=30)
+    pool = ExecutorPool(launcher, concurrency=8, graceful_exit=5)
     try:
         await pool.start()
         assert pool.warm_count == 4

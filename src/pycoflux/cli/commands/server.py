@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +123,34 @@ def prepare_data_dir(directory: Path) -> None:
     try:
         directory.mkdir(mode=0o755, parents=True, exist_ok=True)
     except OSError as e:
-        raise errors.ConfigError(f"invalid data directory {str(directory)!r}: {e}") from None
+        reason = e.strerror or type(e).__name__
+        raise errors.ConfigError(
+            f"invalid data directory {str(directory)!r} (--data-dir, COFLUX_DATA_DIR): {reason}"
+        ) from None
     if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
-        raise errors.ConfigError(f"invalid data directory {str(directory)!r}: not writable")
+        raise errors.ConfigError(
+            f"invalid data directory {str(directory)!r} (--data-dir, COFLUX_DATA_DIR): not writable"
+        )
+
+
+def server_environment(options: ServerOptions, *, auth_from_config: bool) -> list[tuple[str, str]]:
+    """The ``COFLUX_*`` variables the options stand for, in cli.md §4.2's order, if set."""
+    env: list[tuple[str, str | None]] = [
+        ("COFLUX_PROJECT", options.project),
+        ("COFLUX_PUBLIC_HOST", options.public_host),
+        ("COFLUX_REQUIRE_AUTH", "false" if options.no_auth and not auth_from_config else None),
+        ("COFLUX_SUPER_TOKEN_HASH", options.super_token_hash),
+        ("COFLUX_SECRET", options.secret),
+        ("COFLUX_STUDIO_TEAMS", ",".join(options.teams) if options.teams else None),
+        ("COFLUX_LAUNCHER_TYPES", ",".join(options.launchers) if options.launchers else None),
+        ("COFLUX_STUDIO_URL", options.studio_url),
+        (
+            "COFLUX_ALLOW_ORIGINS",
+            ",".join(options.allow_origins) if options.allow_origins else None,
+        ),
+        ("COFLUX_REQUIRE_AUTH", "false" if options.no_auth and auth_from_config else None),
+    ]
+    return [(name, value) for name, value in env if value]
 
 
 def docker_argv(options: ServerOptions, *, auth_from_config: bool) -> list[str]:
@@ -146,24 +172,8 @@ def docker_argv(options: ServerOptions, *, auth_from_config: bool) -> list[str]:
         "--env",
         "ERL_FLAGS=+Bd",
     ]
-    env: list[tuple[str, str | None]] = [
-        ("COFLUX_PROJECT", options.project),
-        ("COFLUX_PUBLIC_HOST", options.public_host),
-        ("COFLUX_REQUIRE_AUTH", "false" if options.no_auth and not auth_from_config else None),
-        ("COFLUX_SUPER_TOKEN_HASH", options.super_token_hash),
-        ("COFLUX_SECRET", options.secret),
-        ("COFLUX_STUDIO_TEAMS", ",".join(options.teams) if options.teams else None),
-        ("COFLUX_LAUNCHER_TYPES", ",".join(options.launchers) if options.launchers else None),
-        ("COFLUX_STUDIO_URL", options.studio_url),
-        (
-            "COFLUX_ALLOW_ORIGINS",
-            ",".join(options.allow_origins) if options.allow_origins else None,
-        ),
-        ("COFLUX_REQUIRE_AUTH", "false" if options.no_auth and auth_from_config else None),
-    ]
-    for name, value in env:
-        if value:
-            argv += ["--env", f"{name}={value}"]
+    for name, value in server_environment(options, auth_from_config=auth_from_config):
+        argv += ["--env", f"{name}={value}"]
     return [*argv, image]
 
 
@@ -180,32 +190,25 @@ def run_docker(argv: list[str]) -> int:
             proc.send_signal(signal.SIGTERM)
 
 
-def server_config(base: Any, options: ServerOptions) -> Any:
-    changes: dict[str, Any] = {
-        "port": options.port,
-        "data_dir": options.data_dir,
-        "project": options.project,
-        "public_host": options.public_host,
-        "super_token_hash": options.super_token_hash,
-        "secret": options.secret,
-    }
-    if options.no_auth:
-        changes["require_auth"] = False
-    if options.teams is not None:
-        changes["studio_teams"] = tuple(options.teams)
-    if options.launchers is not None:
-        changes["launcher_types"] = tuple(options.launchers)
-    if options.studio_url:
-        changes["studio_url"] = options.studio_url.rstrip("/")
-    if options.allow_origins is not None:
-        changes["allow_origins"] = tuple(options.allow_origins)
-    if "COFLUX_CLI_PATH" not in os.environ:
+def server_config(options: ServerOptions, environ: Mapping[str, str]) -> Any:
+    """The in-process server's config: the options as ``COFLUX_*`` variables over ``environ``.
+
+    Going through the variables keeps one parser (``server.config.from_env``) for both the
+    wrapper and a server started from its environment, so a bad value fails the same way.
+    """
+    from pycoflux.server import config as server_config_module
+
+    env = dict(environ)
+    env.update(server_environment(options, auth_from_config=False))
+    env["PORT"] = str(options.port)
+    env["COFLUX_DATA_DIR"] = str(options.data_dir)
+    if "COFLUX_CLI_PATH" not in env:
         # Pool-launched workers run `<cli_path> worker ...`; point them at this very CLI
         # when it was started by path rather than found on PATH.
         me = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
         if os.path.basename(me) == "coflux" and os.access(me, os.X_OK):
-            changes["cli_path"] = me
-    return dataclasses.replace(base, **changes)
+            env["COFLUX_CLI_PATH"] = me
+    return server_config_module.from_env(env)
 
 
 @click.command(
@@ -231,20 +234,25 @@ def server_config(base: Any, options: ServerOptions) -> Any:
 def server(obj: Context, /, **flags: Any) -> output.Rendered:
     from pycoflux.server import config as server_config_module
 
-    base = server_config_module.from_env()
+    base = server_config_module.from_env(obj.environ)
     options = resolve(obj, base, **flags)
     if not options.project and not (options.public_host or "").startswith("%"):
         options = dataclasses.replace(options, project="default")
         click.echo('No project specified, using "default"')
     prepare_data_dir(options.data_dir)
+    # Parsed even for Docker: a bad value fails here, naming its variable.
+    config = server_config(options, obj.environ)
     click.echo(f"Starting Coflux server on port {options.port}...")
     click.echo(f"Data directory: {options.data_dir}")
     sys.stdout.flush()
     if options.image:
+        # The image may not print its settings; show what it is given (secrets masked).
+        click.echo("Settings:")
+        for line in server_config_module.describe(config):
+            click.echo(line)
         auth_from_config = not flags["no_auth"] and options.no_auth
         code = run_docker(docker_argv(options, auth_from_config=auth_from_config))
         return output.Text(exit_code=code)
-    config = server_config(base, options)
     app = importlib.import_module("pycoflux.server.app")
     try:
         app.serve(config)

@@ -18,6 +18,7 @@ from pycoflux.cli.context import Context
 from pycoflux.cli.grammar import flag
 
 NO_ADAPTER = "no adapter configured; run 'coflux setup' or add 'worker.adapter' to coflux.toml"
+EXECUTOR_MODES = ("fork", "spawn", "reuse")
 
 
 def build_config(
@@ -33,6 +34,7 @@ def build_config(
     dev: bool,
     session: str | None,
     drain_timeout: str,
+    executor: str | None = None,
 ) -> Any:
     """A ``WorkerConfig`` from flags > env > coflux.toml > defaults."""
     from pycoflux.worker import config as worker_config
@@ -46,6 +48,11 @@ def build_config(
     if not argv:
         raise errors.ConfigError(NO_ADAPTER)
     workers = concurrency if concurrency and concurrency > 0 else obj.integer("worker.concurrency")
+    mode = obj.string("worker.executor", executor)
+    if mode is not None and mode.strip().lower() not in EXECUTOR_MODES:
+        raise errors.ConfigError(
+            f"invalid executor mode {mode!r}; expected one of: {', '.join(EXECUTOR_MODES)}"
+        )
     metrics_batch = obj.integer("metrics.batch_size")
     metrics_flush = obj.number("metrics.flush_interval")
     logs_flush = obj.number("logs.flush_interval")
@@ -77,6 +84,7 @@ def build_config(
         ),
         metrics_token=obj.string("metrics.token"),
         log_level=obj.log_level,
+        executor=mode.strip().lower() if mode else None,
     )
 
 
@@ -94,6 +102,10 @@ def build_config(
 @flag("--provides", kind="slice", help="Features this worker provides (key:value, repeatable)")
 @flag("--accepts", kind="slice", help="Tags this worker accepts (key:value, repeatable)")
 @flag("--adapter", kind="slice", help="Adapter command (comma-separated argv)")
+@flag(
+    "--executor",
+    help="How executions get a process: fork (default on Linux/macOS), spawn or reuse",
+)
 @flag(
     "--drain-timeout",
     kind="duration",

@@ -172,10 +172,14 @@ def memo(value: Any) -> bool | list[int]:
 def streams(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Invalid()
-    result: dict[str, Any] = {"buffer": value.get("buffer")}
+    # The worker-wire form: both keys always present (``buffer: null`` is unbounded).
     timeout = _pick(value, "timeoutMs", "timeout_ms")
-    if timeout is not None:
-        result["timeout_ms"] = integer(timeout)
-    if result["buffer"] is not None:
-        integer(result["buffer"])
+    result: dict[str, Any] = {
+        "buffer": value.get("buffer"),
+        "timeout_ms": None if timeout is None else integer(timeout),
+    }
+    if result["buffer"] is not None and integer(result["buffer"]) < 0:
+        raise Invalid()
+    if result["timeout_ms"] is not None and result["timeout_ms"] <= 0:
+        raise Invalid()
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
@@ -18,6 +19,35 @@ async def create_workspace(context: Context) -> Response:
     body.check()
     result = await context.run(commands.CreateWorkspace(name=name, base_id=base_id))
     return JSONResponse(result)
+
+
+async def update_workspace(context: Context) -> Response:
+    body = fields.Fields(await context.body())
+    workspace_id = body.get("workspaceId", "workspace_id", fields.string, required=True)
+    name = body.get("name", "name", fields.string)
+    base_id = body.get("baseId", "base_id", fields.string)
+    body.check()
+    # An explicit null clears the base (`workspaces update --no-base`).
+    set_base = "baseId" in body.body
+    await context.run(
+        commands.UpdateWorkspace(
+            workspace_id=workspace_id, name=name, base_id=base_id, set_base=set_base
+        )
+    )
+    return Response(status_code=204)
+
+
+def _workspace_action(
+    make: Callable[[str], commands.Command],
+) -> Handler:
+    async def handler(context: Context) -> Response:
+        body = fields.Fields(await context.body())
+        workspace_id = body.get("workspaceId", "workspace_id", fields.string, required=True)
+        body.check()
+        await context.run(make(workspace_id))
+        return Response(status_code=204)
+
+    return handler
 
 
 def _definition(value: Any) -> dict[str, Any]:
@@ -111,6 +141,10 @@ async def create_session(context: Context) -> Response:
 
 HANDLERS: dict[str, Handler] = {
     "create_workspace": create_workspace,
+    "update_workspace": update_workspace,
+    "pause_workspace": _workspace_action(lambda w: commands.PauseWorkspace(workspace_id=w)),
+    "resume_workspace": _workspace_action(lambda w: commands.ResumeWorkspace(workspace_id=w)),
+    "archive_workspace": _workspace_action(lambda w: commands.ArchiveWorkspace(workspace_id=w)),
     "register_manifests": register_manifests,
     "archive_module": archive_module,
     "create_session": create_session,

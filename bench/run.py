@@ -1,0 +1,265 @@
+"""Run the workloads against each executor mode and print one table.
+
+For every mode: a fresh server (own data directory) and a fresh worker, one warm-up round
+that is not counted, then ``repeats`` rounds of W1, W2 and W3. Each figure in the table is
+the median over the rounds; ratios compare each mode with ``spawn``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.client import Client, result_value
+from bench.stack import ExecutorMemory, Server, Worker, peak_rss
+
+WORKLOADS = Path(__file__).with_name("benchflows.py")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    modes: tuple[str, ...] = ("spawn", "fork", "reuse")
+    repeats: int = 3
+    fanout: int = 1000
+    chain: int = 100
+    latency: int = 200
+    concurrency: int = 0  # 0: the worker's default
+    profile: Path | None = None  # py-spy output directory
+    keep: bool = False
+
+
+@dataclass(slots=True)
+class ModeResult:
+    mode: str
+    effective_mode: str = ""
+    load_before: float = 0.0  # 1-minute load average: other work competing for the CPUs
+    load_after: float = 0.0
+    w1_tasks_per_s: list[float] = field(default_factory=list)
+    w2_ms_per_task: list[float] = field(default_factory=list)
+    w3_p50_ms: list[float] = field(default_factory=list)
+    w3_p99_ms: list[float] = field(default_factory=list)
+    db_bytes_per_task: list[float] = field(default_factory=list)
+    server_peak_rss: int = 0
+    worker_peak_rss: int = 0
+    executors_peak_pss: int = 0
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(samples)
+    rank = max(1, round(fraction * len(ordered) + 0.5))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+_markers = itertools.count()
+
+
+async def _timed_run(client: Client, directory: Path, target: str, n: int) -> float:
+    """Run a self-timing workflow; wait for its marker file, then check the run succeeded."""
+    marker = directory / f"done-{next(_markers)}"
+    run_id = await client.submit(target, n, str(marker))
+    while not marker.exists():
+        await asyncio.sleep(0.02)
+    elapsed = float(marker.read_text())
+    if float(result_value(await client.poll(run_id))) != elapsed:
+        raise RuntimeError(f"run {run_id} returned another figure than it reported")
+    return elapsed
+
+
+async def _w1(client: Client, server: Server, directory: Path, n: int) -> tuple[float, float]:
+    before = server.database_bytes()
+    elapsed = await _timed_run(client, directory, "fanout", n)
+    return n / elapsed, (server.database_bytes() - before) / n
+
+
+async def _w2(client: Client, directory: Path, n: int) -> float:
+    return await _timed_run(client, directory, "chain", n) * 1000 / n
+
+
+async def _w3(client: Client, n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        result_value(await client.follow(await client.submit("trivial")))
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def _profiler(settings: Settings, pid: int, name: str) -> subprocess.Popen[bytes] | None:
+    if settings.profile is None:
+        return None
+    py_spy = shutil.which("py-spy")
+    if py_spy is None:
+        raise SystemExit("--profile needs py-spy on PATH (pip install py-spy)")
+    settings.profile.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--output",
+            str(settings.profile / f"{name}.txt"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _stop_profiler(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None:
+        process.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        process.wait(60)
+
+
+async def _measure(settings: Settings, server: Server, worker: Worker, result: ModeResult) -> None:
+    async with Client(server.url) as client:
+        # Warm-up: first imports, SQLite caches, pool top-ups. Not counted.
+        await _w1(client, server, worker.directory, min(settings.fanout, 100))
+        await _w2(client, worker.directory, min(settings.chain, 20))
+        await _w3(client, min(settings.latency, 20))
+        for workload in ("w1", "w2", "w3"):
+            profilers = [
+                _profiler(settings, server.pid, f"{result.mode}-{workload}-server"),
+                _profiler(settings, worker.pid, f"{result.mode}-{workload}-worker"),
+            ]
+            try:
+                for _ in range(settings.repeats):
+                    if workload == "w1":
+                        rate, db_bytes = await _w1(
+                            client, server, worker.directory, settings.fanout
+                        )
+                        result.w1_tasks_per_s.append(rate)
+                        result.db_bytes_per_task.append(db_bytes)
+                    elif workload == "w2":
+                        result.w2_ms_per_task.append(
+                            await _w2(client, worker.directory, settings.chain)
+                        )
+                    else:
+                        samples = await _w3(client, settings.latency)
+                        result.w3_p50_ms.append(percentile(samples, 0.50))
+                        result.w3_p99_ms.append(percentile(samples, 0.99))
+            finally:
+                for profiler in profilers:
+                    _stop_profiler(profiler)
+
+
+def run_mode(settings: Settings, mode: str, root: Path) -> ModeResult:
+    directory = root / mode
+    directory.mkdir()
+    shutil.copy(WORKLOADS, directory / "benchflows.py")
+    result = ModeResult(mode=mode, load_before=os.getloadavg()[0])
+    server = Server(directory)
+    server.start()
+    try:
+        worker = Worker(directory, server, mode, settings.concurrency)
+        worker.start()
+        try:
+            result.effective_mode = worker.effective_mode()
+            with ExecutorMemory(worker.pid) as memory:
+                asyncio.run(_measure(settings, server, worker, result))
+            result.server_peak_rss = peak_rss(server.pid)
+            result.worker_peak_rss = peak_rss(worker.pid)
+            result.executors_peak_pss = memory.peak
+            result.load_after = os.getloadavg()[0]
+        finally:
+            worker.stop()
+    finally:
+        server.stop()
+    return result
+
+
+def run(settings: Settings) -> list[ModeResult]:
+    root = Path(tempfile.mkdtemp(prefix="pycoflux-bench-"))
+    try:
+        results = []
+        for mode in settings.modes:
+            print(f"-- {mode}: running (repeats={settings.repeats})", flush=True)
+            started = time.monotonic()
+            results.append(run_mode(settings, mode, root))
+            print(f"-- {mode}: done in {time.monotonic() - started:.0f} s", flush=True)
+        return results
+    finally:
+        if settings.keep:
+            print(f"-- logs and data kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+# --- the table -------------------------------------------------------------------------
+
+_ROWS: list[tuple[str, str, str, bool]] = [
+    # (label, attribute, format, higher is better)
+    ("W1 fan-out, tasks/s", "w1_tasks_per_s", "{:.0f}", True),
+    ("W2 chain, ms/task", "w2_ms_per_task", "{:.2f}", False),
+    ("W3 submit latency p50, ms", "w3_p50_ms", "{:.2f}", False),
+    ("W3 submit latency p99, ms", "w3_p99_ms", "{:.2f}", False),
+    ("DB bytes/task (W1)", "db_bytes_per_task", "{:.0f}", False),
+    ("server peak RSS, MiB", "server_peak_rss", "{:.1f}", False),
+    ("worker peak RSS, MiB", "worker_peak_rss", "{:.1f}", False),
+    ("executors peak PSS, MiB", "executors_peak_pss", "{:.1f}", False),
+]
+
+
+def _figure(result: ModeResult, attribute: str) -> float | None:
+    value: Any = getattr(result, attribute)
+    if isinstance(value, list):
+        return statistics.median(value) if value else None
+    return value / (1024 * 1024) if value else None
+
+
+def table(results: list[ModeResult], settings: Settings) -> str:
+    """Medians per mode side by side, then each mode's ratio to spawn (or the first mode)."""
+    base = next((r for r in results if r.mode == "spawn"), results[0])
+    others = [r for r in results if r is not base]
+    header = ["metric (median)", *(r.mode for r in results)]
+    header += [f"{r.mode}/{base.mode}" for r in others]
+    rows = [header]
+    for label, attribute, fmt, _ in _ROWS:
+        row = [label]
+        for r in results:
+            figure = _figure(r, attribute)
+            row.append("-" if figure is None else fmt.format(figure))
+        base_figure = _figure(base, attribute)
+        for r in others:
+            figure = _figure(r, attribute)
+            ratio = figure / base_figure if figure and base_figure else None
+            row.append("-" if ratio is None else f"{ratio:.2f}x")
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    fallbacks = [r for r in results if r.effective_mode and r.effective_mode != r.mode]
+    notes = [
+        f"{settings.repeats} rounds per mode after one warm-up round; W1 {settings.fanout} tasks,"
+        f" W2 {settings.chain} tasks, W3 {settings.latency} submissions per round;"
+        f" worker concurrency {settings.concurrency or 'default'}.",
+    ]
+    notes += [f"NOTE: {r.mode} ran as {r.effective_mode} (fallback)" for r in fallbacks]
+    loads = ", ".join(f"{r.mode} {r.load_before:.1f}->{r.load_after:.1f}" for r in results)
+    notes.append(f"1-min load average before->after each mode (the run itself adds ~2): {loads}")
+    return "\n".join([*lines, "", *notes])
+
+
+def to_json(results: list[ModeResult]) -> str:
+    return json.dumps([asdict(r) for r in results], indent=2)

@@ -1,0 +1,305 @@
+"""Executor modes end to end: the real server, ``coflux worker --executor <mode>``, the SDK.
+
+One server and one worker per mode serve every test of that mode. The properties checked
+are the ones each mode promises: results, logs and errors arrive intact in every mode; a
+crash (``os._exit``) ends only its own execution; module state is fresh per execution under
+``fork`` and ``spawn`` and persists under ``reuse``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from tests.support.eventually import eventually
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+COFLUX = Path(sys.executable).parent / "coflux"
+MODES = ("fork", "spawn", "reuse")
+
+FLOWS = textwrap.dedent(
+    """
+    import os
+
+    import coflux as cf
+
+    STATE = {"count": 0}
+
+
+    @cf.task()
+    def add(a: int, b: int) -> int:
+        return a + b
+
+
+    @cf.task()
+    def double(x: int) -> int:
+        return x * 2
+
+
+    @cf.workflow()
+    def sequential(x: int) -> int:
+        return double(add(x, 1))
+
+
+    @cf.workflow()
+    def parallel(n: int) -> list:
+        executions = [double.submit(i) for i in range(n)]
+        return [execution.result() for execution in executions]
+
+
+    @cf.task()
+    def big(size: int) -> str:
+        return "x" * size
+
+
+    @cf.workflow()
+    def large(size: int) -> int:
+        return len(big(size))
+
+
+    @cf.task()
+    def explode(message: str) -> None:
+        raise ValueError(message)
+
+
+    @cf.workflow()
+    def failing(message: str) -> None:
+        explode(message)
+
+
+    @cf.task()
+    def chatty(x: int) -> int:
+        print(f"hello from {x}")
+        cf.log_info("value is {x}", x=x)
+        return x
+
+
+    @cf.workflow()
+    def talk(x: int) -> int:
+        return chatty(x)
+
+
+    @cf.task()
+    def die(code: int) -> None:
+        os._exit(code)
+
+
+    @cf.workflow()
+    def crash_among_others(n: int) -> list:
+        doomed = die.submit(3)
+        others = [add.submit(i, i) for i in range(n)]
+        results = [other.result() for other in others]
+        try:
+            doomed.result()
+        except Exception as exc:
+            return [results, type(exc).__name__]
+        return [results, None]
+
+
+    @cf.task()
+    def bump() -> list:
+        STATE["count"] += 1
+        return [os.getpid(), STATE["count"]]
+
+
+    @cf.workflow()
+    def bumps(n: int) -> list:
+        return [bump() for _ in range(n)]
+    """
+)
+
+
+@dataclass
+class Stack:
+    mode: str
+    server: ServerProcess
+    directory: Path
+    worker: subprocess.Popen[bytes] | None = None
+    worker_log: IO[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "COFLUX_HOST": f"localhost:{self.server.port}",
+            "COFLUX_PROJECT": "test",
+            "COFLUX_LOGS_FLUSH_INTERVAL": "0",
+        }
+
+    def start_worker(self) -> None:
+        self.worker_log = open(self.directory / "worker.log", "ab")  # noqa: SIM115 - closed in stop_worker
+        self.worker = subprocess.Popen(
+            [
+                str(COFLUX),
+                "worker",
+                "--register",
+                "--concurrency",
+                "4",
+                "--executor",
+                self.mode,
+                "--adapter",
+                f"{sys.executable},-m,coflux",
+                "flows",
+            ],
+            cwd=self.directory,
+            env=self.env,
+            stdout=self.worker_log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop_worker(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.terminate()
+            try:
+                self.worker.wait(10)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait()
+        if self.worker_log is not None:
+            self.worker_log.close()
+
+    def log(self) -> str:
+        return (self.directory / "worker.log").read_text(errors="replace")
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(COFLUX), *args],
+            cwd=self.directory,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def submit(self, target: str, *arguments: Any) -> str:
+        done = self.cli(
+            "submit", "--no-wait", "-o", "json", f"flows/{target}", *map(json.dumps, arguments)
+        )
+        assert done.returncode == 0, done.stderr
+        return str(json.loads(done.stdout)["runId"])
+
+    def result(self, run_id: str, step: str = "", timeout: float = 30) -> dict[str, Any]:
+        target = f"{run_id}:{step}" if step else run_id
+
+        def finished() -> dict[str, Any] | None:
+            done = self.cli("runs", "result", "-o", "json", target)
+            if done.returncode != 0:
+                assert "no result yet" in done.stderr, done.stderr
+                return None
+            return dict(json.loads(done.stdout))
+
+        try:
+            return eventually(finished, timeout=timeout, interval=0.1)
+        except AssertionError:
+            raise AssertionError(f"{target} did not finish; worker log:\n{self.log()}") from None
+
+    def run(self, target: str, *arguments: Any) -> Any:
+        return value(self.result(self.submit(target, *arguments)))
+
+
+def value(result: dict[str, Any]) -> Any:
+    assert result["type"] == "value", result
+    return result["value"]["data"]
+
+
+@pytest.fixture(scope="module", params=MODES)
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    mode = str(request.param)
+    directory = tmp_path_factory.mktemp(f"modes-{mode}")
+    (directory / "flows.py").write_text(FLOWS)
+    server = ServerProcess(directory / "data")
+    server.start()
+    stack = Stack(mode=mode, server=server, directory=directory)
+    stack.start_worker()
+    try:
+        eventually(
+            lambda: (
+                "flows"
+                in json.loads(stack.cli("manifests", "inspect", "-o", "json").stdout or "{}")
+            ),
+            timeout=30,
+            interval=0.1,
+        )
+        # Registration precedes the pool; wait for the executors too.
+        eventually(lambda: "executor mode" in stack.log(), timeout=30, interval=0.1)
+        yield stack
+    finally:
+        stack.stop_worker()
+        server.stop()
+
+
+def test_the_requested_mode_is_in_effect(stack: Stack) -> None:
+    assert f'msg="executor mode" mode={stack.mode}' in stack.log()
+
+
+def test_results_arrive_intact(stack: Stack) -> None:
+    assert stack.run("sequential", 4) == 10
+    assert stack.run("parallel", 8) == [i * 2 for i in range(8)]
+    assert stack.run("large", 200_000) == 200_000
+
+
+def test_errors_arrive_with_type_message_and_frames(stack: Stack) -> None:
+    run_id = stack.submit("failing", "boom")
+    result = stack.result(run_id)
+    assert result["type"] == "error", result
+    assert result["error"]["type"] == "builtins.ValueError"
+    assert result["error"]["message"] == "boom"
+    task = stack.result(run_id, "2")
+    assert [frame["name"] for frame in task["error"]["frames"]] == ["explode"]
+    # The worker (and, under reuse, the process) goes on serving after an error.
+    assert stack.run("sequential", 1) == 4
+
+
+def test_logs_arrive_intact(stack: Stack) -> None:
+    run_id = stack.submit("talk", 5)
+    assert value(stack.result(run_id)) == 5
+
+    def messages() -> list[dict[str, Any]] | None:
+        done = stack.cli("logs", "-o", "json", run_id)
+        assert done.returncode == 0, done.stderr
+        entries = [e for e in json.loads(done.stdout)["logs"] if isinstance(e, dict)]
+        return entries if len(entries) >= 2 else None
+
+    entries = eventually(messages, timeout=15, interval=0.2)
+    printed = [e for e in entries if e.get("template") == "hello from 5"]
+    logged = [e for e in entries if e.get("template") == "value is {x}"]
+    assert printed and printed[0]["level"] == 1, entries
+    assert logged and logged[0]["values"]["x"]["data"] == 5, entries
+
+
+def test_a_crash_ends_only_its_own_execution(stack: Stack) -> None:
+    results, crash = stack.run("crash_among_others", 6)
+    assert results == [i + i for i in range(6)]
+    assert crash == "ExecutionCrashed"
+    # The worker still serves new work afterwards.
+    assert stack.run("parallel", 3) == [0, 2, 4]
+
+
+def test_module_state_between_executions(stack: Stack) -> None:
+    counts = stack.run("bumps", 6)
+    by_process: dict[int, list[int]] = {}
+    for pid, count in counts:
+        by_process.setdefault(pid, []).append(count)
+    if stack.mode == "reuse":
+        # Documented trade-off: a warm process keeps its module state, so every process
+        # counts up from 1 and at least one of them served several executions.
+        assert all(seen == list(range(1, len(seen) + 1)) for seen in by_process.values())
+        assert max(len(seen) for seen in by_process.values()) > 1
+    else:
+        # A process per execution: no execution sees another's module state.
+        assert [count for _, count in counts] == [1] * 6
+        assert len(by_process) == 6
