@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--modes", default="spawn,fork,reuse", help="comma-separated executor modes"
     )
+    parser.add_argument("--workloads", default="w1,w2,w3", help="comma-separated: w1, w2, w3")
     parser.add_argument("--repeats", type=int, default=3, help="measured rounds per workload")
     parser.add_argument("--fanout", type=int, default=1000, help="W1 tasks per round")
     parser.add_argument("--chain", type=int, default=100, help="W2 tasks per round")
@@ -25,6 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, one round (smoke)")
     parser.add_argument("--profile", type=Path, help="record py-spy profiles into this directory")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="before each mode, wait up to this long for the CPUs to be idle",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw samples here")
     parser.add_argument("--keep", action="store_true", help="keep logs and data directories")
     args = parser.parse_args(argv)
@@ -33,12 +41,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = Settings(
         modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
+        workloads=tuple(w.strip().lower() for w in args.workloads.split(",") if w.strip()),
         repeats=1 if args.quick else args.repeats,
         fanout=100 if args.quick else args.fanout,
         chain=20 if args.quick else args.chain,
         latency=20 if args.quick else args.latency,
         concurrency=args.concurrency,
         profile=args.profile,
+        wait_idle=args.wait_idle,
         keep=args.keep,
     )
     print(

@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.client import Client, result_value
-from bench.stack import ExecutorMemory, Server, Worker, peak_rss
+from bench.stack import (
+    ExecutorMemory,
+    ForeignLoad,
+    Server,
+    Worker,
+    peak_rss,
+    process_cpu_seconds,
+    tree_cpu_seconds,
+    wait_for_idle,
+)
 
 WORKLOADS = Path(__file__).with_name("benchflows.py")
 
@@ -29,12 +38,14 @@ WORKLOADS = Path(__file__).with_name("benchflows.py")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     modes: tuple[str, ...] = ("spawn", "fork", "reuse")
+    workloads: tuple[str, ...] = ("w1", "w2", "w3")
     repeats: int = 3
     fanout: int = 1000
     chain: int = 100
     latency: int = 200
     concurrency: int = 0  # 0: the worker's default
     profile: Path | None = None  # py-spy output directory
+    wait_idle: float = 0.0  # seconds to wait for an idle machine before each mode
     keep: bool = False
 
 
@@ -42,13 +53,15 @@ class Settings:
 class ModeResult:
     mode: str
     effective_mode: str = ""
-    load_before: float = 0.0  # 1-minute load average: other work competing for the CPUs
-    load_after: float = 0.0
+    foreign_cpus: float = 0.0  # CPUs' worth taken by other processes while measuring
     w1_tasks_per_s: list[float] = field(default_factory=list)
     w2_ms_per_task: list[float] = field(default_factory=list)
     w3_p50_ms: list[float] = field(default_factory=list)
     w3_p99_ms: list[float] = field(default_factory=list)
     db_bytes_per_task: list[float] = field(default_factory=list)
+    w1_server_cpu_ms: list[float] = field(default_factory=list)  # CPU ms per W1 task
+    w1_worker_cpu_ms: list[float] = field(default_factory=list)
+    w1_executors_cpu_ms: list[float] = field(default_factory=list)
     server_peak_rss: int = 0
     worker_peak_rss: int = 0
     executors_peak_pss: int = 0
@@ -76,10 +89,28 @@ async def _timed_run(client: Client, directory: Path, target: str, n: int) -> fl
     return elapsed
 
 
-async def _w1(client: Client, server: Server, directory: Path, n: int) -> tuple[float, float]:
-    before = server.database_bytes()
-    elapsed = await _timed_run(client, directory, "fanout", n)
-    return n / elapsed, (server.database_bytes() - before) / n
+def _cpu(server: Server, worker: Worker) -> tuple[float, float, float]:
+    """CPU-seconds so far: server, worker process, and the worker's executors (live or reaped)."""
+    own = process_cpu_seconds(worker.pid)
+    everything = tree_cpu_seconds(worker.pid)
+    return process_cpu_seconds(server.pid), own, everything - own
+
+
+async def _w1(
+    client: Client, server: Server, worker: Worker, n: int, result: ModeResult | None = None
+) -> float:
+    before, cpu_before = server.database_bytes(), _cpu(server, worker)
+    elapsed = await _timed_run(client, worker.directory, "fanout", n)
+    cpu_after = _cpu(server, worker)
+    if result is not None:
+        result.db_bytes_per_task.append((server.database_bytes() - before) / n)
+        server_s, worker_s, executors_s = (
+            a - b for a, b in zip(cpu_after, cpu_before, strict=True)
+        )
+        result.w1_server_cpu_ms.append(server_s * 1000 / n)
+        result.w1_worker_cpu_ms.append(worker_s * 1000 / n)
+        result.w1_executors_cpu_ms.append(executors_s * 1000 / n)
+    return n / elapsed
 
 
 async def _w2(client: Client, directory: Path, n: int) -> float:
@@ -129,10 +160,10 @@ def _stop_profiler(process: subprocess.Popen[bytes] | None) -> None:
 async def _measure(settings: Settings, server: Server, worker: Worker, result: ModeResult) -> None:
     async with Client(server.url) as client:
         # Warm-up: first imports, SQLite caches, pool top-ups. Not counted.
-        await _w1(client, server, worker.directory, min(settings.fanout, 100))
+        await _w1(client, server, worker, min(settings.fanout, 100))
         await _w2(client, worker.directory, min(settings.chain, 20))
         await _w3(client, min(settings.latency, 20))
-        for workload in ("w1", "w2", "w3"):
+        for workload in settings.workloads:
             profilers = [
                 _profiler(settings, server.pid, f"{result.mode}-{workload}-server"),
                 _profiler(settings, worker.pid, f"{result.mode}-{workload}-worker"),
@@ -140,11 +171,9 @@ async def _measure(settings: Settings, server: Server, worker: Worker, result: M
             try:
                 for _ in range(settings.repeats):
                     if workload == "w1":
-                        rate, db_bytes = await _w1(
-                            client, server, worker.directory, settings.fanout
+                        result.w1_tasks_per_s.append(
+                            await _w1(client, server, worker, settings.fanout, result)
                         )
-                        result.w1_tasks_per_s.append(rate)
-                        result.db_bytes_per_task.append(db_bytes)
                     elif workload == "w2":
                         result.w2_ms_per_task.append(
                             await _w2(client, worker.directory, settings.chain)
@@ -162,7 +191,7 @@ def run_mode(settings: Settings, mode: str, root: Path) -> ModeResult:
     directory = root / mode
     directory.mkdir()
     shutil.copy(WORKLOADS, directory / "benchflows.py")
-    result = ModeResult(mode=mode, load_before=os.getloadavg()[0])
+    result = ModeResult(mode=mode)
     server = Server(directory)
     server.start()
     try:
@@ -170,12 +199,12 @@ def run_mode(settings: Settings, mode: str, root: Path) -> ModeResult:
         worker.start()
         try:
             result.effective_mode = worker.effective_mode()
-            with ExecutorMemory(worker.pid) as memory:
+            with ExecutorMemory(worker.pid) as memory, ForeignLoad(server.pid, worker.pid) as load:
                 asyncio.run(_measure(settings, server, worker, result))
+            result.foreign_cpus = load.share
             result.server_peak_rss = peak_rss(server.pid)
             result.worker_peak_rss = peak_rss(worker.pid)
             result.executors_peak_pss = memory.peak
-            result.load_after = os.getloadavg()[0]
         finally:
             worker.stop()
     finally:
@@ -188,6 +217,8 @@ def run(settings: Settings) -> list[ModeResult]:
     try:
         results = []
         for mode in settings.modes:
+            if settings.wait_idle > 0:
+                wait_for_idle(settings.wait_idle)
             print(f"-- {mode}: running (repeats={settings.repeats})", flush=True)
             started = time.monotonic()
             results.append(run_mode(settings, mode, root))
@@ -208,6 +239,9 @@ _ROWS: list[tuple[str, str, str, bool]] = [
     ("W2 chain, ms/task", "w2_ms_per_task", "{:.2f}", False),
     ("W3 submit latency p50, ms", "w3_p50_ms", "{:.2f}", False),
     ("W3 submit latency p99, ms", "w3_p99_ms", "{:.2f}", False),
+    ("W1 CPU ms/task: server", "w1_server_cpu_ms", "{:.2f}", False),
+    ("W1 CPU ms/task: worker", "w1_worker_cpu_ms", "{:.2f}", False),
+    ("W1 CPU ms/task: executors", "w1_executors_cpu_ms", "{:.2f}", False),
     ("DB bytes/task (W1)", "db_bytes_per_task", "{:.0f}", False),
     ("server peak RSS, MiB", "server_peak_rss", "{:.1f}", False),
     ("worker peak RSS, MiB", "worker_peak_rss", "{:.1f}", False),
@@ -256,8 +290,8 @@ def table(results: list[ModeResult], settings: Settings) -> str:
         f" worker concurrency {settings.concurrency or 'default'}.",
     ]
     notes += [f"NOTE: {r.mode} ran as {r.effective_mode} (fallback)" for r in fallbacks]
-    loads = ", ".join(f"{r.mode} {r.load_before:.1f}->{r.load_after:.1f}" for r in results)
-    notes.append(f"1-min load average before->after each mode (the run itself adds ~2): {loads}")
+    loads = ", ".join(f"{r.mode} {r.foreign_cpus:.2f}" for r in results)
+    notes.append(f"CPUs used by other processes while measuring (of {os.cpu_count()}): {loads}")
     return "\n".join([*lines, "", *notes])
 
 

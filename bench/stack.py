@@ -241,3 +241,71 @@ class ExecutorMemory:
         while not self._stop.wait(self._interval):
             total = sum(_pss(pid) for pid in descendants(self._root))
             self.peak = max(self.peak, total)
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def busy_cpu_seconds() -> float:
+    """CPU-seconds all CPUs have spent not idle since boot."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    values = [int(v) for v in fields]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    # guest time is already included in user time
+    return (sum(values[:8]) - idle) / _TICK
+
+
+def tree_cpu_seconds(*roots: int) -> float:
+    """CPU-seconds used by these processes and their descendants, including reaped children."""
+    total = 0.0
+    for pid in {p for root in roots for p in (root, *descendants(root))}:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(v) for v in fields[11:15]) / _TICK  # utime stime cutime cstime
+    return total
+
+
+class ForeignLoad:
+    """How much CPU other processes took while a mode was measured (CPU-seconds per second)."""
+
+    def __init__(self, *roots: int) -> None:
+        self._roots = roots
+        self.share = 0.0
+
+    def _sample(self) -> tuple[float, float, float]:
+        own = os.times()
+        ours = tree_cpu_seconds(*self._roots) + own.user + own.system
+        return time.monotonic(), busy_cpu_seconds(), ours
+
+    def __enter__(self) -> ForeignLoad:
+        self._start = self._sample()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        end = self._sample()
+        wall = end[0] - self._start[0]
+        foreign = (end[1] - self._start[1]) - (end[2] - self._start[2])
+        self.share = max(foreign, 0.0) / wall if wall > 0 else 0.0
+
+
+def wait_for_idle(limit: float, threshold: float = 0.15) -> float:
+    """Wait (up to ``limit`` s) until the CPUs are at most ``threshold`` busy; return that share."""
+    deadline = time.monotonic() + limit
+    while True:
+        before, started = busy_cpu_seconds(), time.monotonic()
+        time.sleep(2.0)
+        share = (busy_cpu_seconds() - before) / (time.monotonic() - started)
+        if share <= threshold or time.monotonic() >= deadline:
+            return share
+        print(f"-- waiting for an idle machine ({share:.2f} CPUs busy)", flush=True)
+
+
+def process_cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """CPU-seconds of one process (all its threads); with ``children``, plus reaped children."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(v) for v in fields[11 : 15 if children else 13]) / _TICK

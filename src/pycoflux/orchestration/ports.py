@@ -173,7 +173,12 @@ class OrchestrationStore(Protocol):
     ) -> None: ...
     def result(self, execution_id: int) -> ResultRow | None: ...
     def insert_completion(
-        self, execution_id: int, kind: model.Completion, successor_id: int | None, now: int
+        self,
+        execution_id: int,
+        kind: model.Completion,
+        successor_id: int | None,
+        now: int,
+        created_by: commands.Principal = None,
     ) -> None: ...
     def completion(self, execution_id: int) -> tuple[model.Completion, int | None] | None: ...
 

@@ -580,12 +580,17 @@ class SqliteOrchestrationStore:
         )
 
     def insert_completion(
-        self, execution_id: int, kind: model.Completion, successor_id: int | None, now: int
+        self,
+        execution_id: int,
+        kind: model.Completion,
+        successor_id: int | None,
+        now: int,
+        created_by: commands.Principal = None,
     ) -> None:
         self._db.execute(
-            "INSERT OR IGNORE INTO completions (execution_id, kind, successor_id, created_at)"
-            " VALUES (?, ?, ?, ?)",
-            (execution_id, int(kind), successor_id, now),
+            "INSERT OR IGNORE INTO completions (execution_id, kind, successor_id, created_at,"
+            " created_by) VALUES (?, ?, ?, ?, ?)",
+            (execution_id, int(kind), successor_id, now, _dumps(created_by)),
         )
         self._db.execute("DELETE FROM queue WHERE execution_id = ?", (execution_id,))
 

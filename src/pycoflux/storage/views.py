@@ -358,7 +358,7 @@ def _result(
                 "createdBy": None,
             }
         if completion is model.Completion.CANCELLED and value is None:
-            return {"type": "cancelled", "createdBy": None}
+            return {"type": "cancelled", "createdBy": _cancelled_by(db, execution_id)}
     if value is not None:
         return {"type": "value", "value": encode_value(json.loads(value), db), "createdBy": None}
     if error is not None and kind is not None:
@@ -370,6 +370,13 @@ def _result(
             "createdBy": None,
         }
     return None
+
+
+def _cancelled_by(db: sqlite3.Connection, execution_id: int) -> Any:
+    row = db.execute(
+        "SELECT created_by FROM completions WHERE execution_id = ?", (execution_id,)
+    ).fetchone()
+    return None if row is None else _loads(row[0])
 
 
 def _completion(

@@ -12,6 +12,7 @@ import contextlib
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,19 @@ log = console.get_logger()
 # A termination written this long ago without a reconnect is taken as delivered.
 _RECENT_TTL = 120.0
 _STOP_WAIT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What is kept of an execution whose termination was written: enough to re-send it.
+
+    Not the ``Execution`` itself, whose buffers and handlers would pile up for the whole
+    retention window at hundreds of executions per second.
+    """
+
+    id: str
+    pending_reports: list[tuple[str, list[Any]]]
+    terminated: bool = True
 
 
 def effective_concurrency(config: WorkerConfig) -> int:
@@ -67,8 +81,8 @@ class WorkerInstance:
         self.session_token: str | None = None
         self.workspace_id: str | None = None
         self._table: dict[str, Execution] = {}
-        self._recent: dict[str, tuple[Execution, float]] = {}
-        self._resending: dict[str, Execution] = {}
+        self._recent: dict[str, tuple[Delivered, float]] = {}
+        self._resending: dict[str, Delivered] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -309,7 +323,8 @@ class WorkerInstance:
 
     def after_session(self, first: bool) -> None:
         connection = self.connection
-        for execution in [*self._resending.values(), *self._table.values()]:
+        executions: list[Delivered | Execution] = [*self._resending.values(), *self._table.values()]
+        for execution in executions:
             for request, params in execution.pending_reports:
                 connection.report(request, params, execution.id)
             if execution.terminated:
@@ -377,7 +392,7 @@ class WorkerInstance:
         if self._table.get(execution.id) is execution:
             self._send_termination(execution)
 
-    def _send_termination(self, execution: Execution) -> None:
+    def _send_termination(self, execution: Execution | Delivered) -> None:
         written = self.connection.report("notify_terminated", [[execution.id]], execution.id)
 
         def on_written(future: asyncio.Future[None]) -> None:
@@ -386,8 +401,12 @@ class WorkerInstance:
             if self._table.get(execution.id) is execution:
                 del self._table[execution.id]
             now = time.monotonic()
-            self._recent[execution.id] = (execution, now)
-            for stale in [k for k, (_, at) in self._recent.items() if now - at > _RECENT_TTL]:
-                del self._recent[stale]
+            self._recent[execution.id] = (Delivered(execution.id, execution.pending_reports), now)
+            # Insertion order is time order: the stale entries are at the front.
+            while self._recent:
+                oldest = next(iter(self._recent))
+                if now - self._recent[oldest][1] <= _RECENT_TTL:
+                    break
+                del self._recent[oldest]
 
         written.add_done_callback(on_written)

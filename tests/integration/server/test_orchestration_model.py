@@ -5,11 +5,13 @@ workspace endpoints, inputs, assets, checkpoints, streams and the completion mod
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from tests.integration.server.conftest import (
     WorkerFactory,
@@ -18,6 +20,7 @@ from tests.integration.server.conftest import (
     submit,
 )
 from tests.support.eventually import eventually_async
+from tests.support.server import ServerProcess
 from tests.support.worker_socket import WorkerSocket
 
 pytestmark = pytest.mark.integration
@@ -579,3 +582,79 @@ async def test_api133_streams_configuration_reaches_the_execute_command(
     assert response.status_code == 204
     topic = (await client.get(f"/topics/workspaces/{workspace}/workflows/{MODULE}/main")).json()
     assert topic["configuration"]["streams"] == {"buffer": None, "timeoutMs": 500}
+
+
+# --- Live topics ------------------------------------------------------------------------------
+
+
+class Topics:
+    """A ``/topics`` client applying set/unset updates to the values it follows."""
+
+    def __init__(self, socket: Any) -> None:
+        self.socket = socket
+        self.values: dict[int, Any] = {}
+
+    async def subscribe(self, channel: int, topic: Any) -> Any:
+        await self.socket.send(json.dumps([2, channel, topic]))
+        while channel not in self.values:
+            await self.receive()
+        return self.values[channel]
+
+    async def receive(self) -> None:
+        frame = json.loads(await self.socket.recv())
+        if frame[0] == 2:
+            self.values[frame[1]] = frame[2]
+        elif frame[0] == 3:
+            for update in frame[2]:
+                self.values[frame[1]] = apply(self.values[frame[1]], update)
+        elif frame[0] == 0:
+            raise AssertionError(f"subscription failed: {frame}")
+
+    async def until(self, channel: int, check: Any) -> Any:
+        async with asyncio.timeout(10):
+            while not check(self.values[channel]):
+                await self.receive()
+        return self.values[channel]
+
+
+def apply(value: Any, update: list[Any]) -> Any:
+    kind, path = update[0], update[1]
+    if kind == 0 and not path:
+        return update[2]
+    target = value
+    for key in path[:-1] if kind == 0 else path:
+        target = target.setdefault(key, {})
+    if kind == 0:
+        target[path[-1]] = update[2]
+    elif kind == 1:
+        target.pop(update[2], None)
+    return value
+
+
+async def test_input_and_stream_topics_follow_live(
+    server: ServerProcess,
+    client: httpx.AsyncClient,
+    connect_worker: WorkerFactory,
+    workspace: str,
+) -> None:
+    worker, producer, consumer = await producer_and_consumer(client, connect_worker, workspace)
+    input_id = (await submit_input(worker, consumer))[2]
+    stream_id = (await call(worker, "stream_register", producer, 0, None, None))[2]["id"]
+    async with connect(f"{server.ws_url}/topics", subprotocols=["v1"], proxy=None) as socket:  # type: ignore[list-item]
+        topics = Topics(socket)
+        assert await topics.subscribe(1, f"workspaces/{workspace}/inputs") == {}
+        single = await topics.subscribe(2, ["inputs", input_id])  # array form, "/" kept
+        assert single["response"] is None and single["active"] is False
+        assert (await topics.subscribe(3, f"streams/{stream_id}"))["items"] == []
+        await worker.request("select", [{"type": "input", "id": input_id}], consumer, None, False)
+        listing = await topics.until(1, lambda v: input_id in v)
+        assert listing[input_id]["title"] == "Deploy"
+        await post(client, "respond_input", {"inputId": input_id, "value": True})
+        await topics.until(1, lambda v: v == {})
+        answered = await topics.until(2, lambda v: v["response"] is not None)
+        assert answered["response"]["value"] is True
+        await worker.notify("stream_append", producer, 0, 0, raw("first"))
+        await topics.until(3, lambda v: v["totalCount"] == 1)
+        await worker.notify("stream_close", producer, 0, None)
+        closed = await topics.until(3, lambda v: v["closure"] is not None)
+        assert closed["closure"]["reason"] == "complete"

@@ -4,6 +4,7 @@ already finished (``semantics.md`` §7.7, §7.12; checklist G 97-100)."""
 from __future__ import annotations
 
 from pycoflux.orchestration import commands, model
+from pycoflux.storage import views
 from tests.unit.orchestration.conftest import Driver
 
 C = model.Completion
@@ -190,3 +191,17 @@ def test_a_finished_execution_cannot_submit_children(driver: Driver) -> None:
     )
     assert worker.replies(7) == [[3, 7, "execution_completed"]]
     assert not driver.exists(caller.split(":")[0] + ":2:1")
+
+
+def test_a_cancellation_records_who_cancelled(driver: Driver) -> None:
+    ws = driver.workspace()
+    worker = driver.session(ws)
+    root = driver.submit(ws)
+    child = worker.child(root, "undeclared")
+    who = {"type": "token", "externalId": "abc"}
+    driver.reply(commands.CancelExecution(workspace_id=ws, execution_id=root, principal=who))
+    run = views.run(driver.db, ws, root.split(":")[0])
+    assert run is not None
+    for execution_id in (root, child):
+        step = run["steps"][execution_id.rsplit(":", 1)[0]]
+        assert step["executions"]["1"]["result"] == {"type": "cancelled", "createdBy": who}

@@ -1,0 +1,1 @@
+"""Command handlers of the orchestration core, one family per concept."""
