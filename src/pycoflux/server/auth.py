@@ -13,6 +13,8 @@ workspace strictly below ``name``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -315,3 +317,17 @@ async def _workspace_name(host: projects.ProjectHost, workspace_id: str) -> str 
         return str(workspace["name"])
 
     return await host.read(read)
+
+
+def subprotocol_token(subprotocols: list[str], kind: str) -> str | None:
+    """The token carried as ``<kind>.<base64url>`` in a WebSocket sub-protocol offer."""
+    prefix = kind + "."
+    for offered in subprotocols:
+        if not offered.startswith(prefix):
+            continue
+        payload = offered[len(prefix) :]
+        try:
+            return base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            continue
+    return None

@@ -12,8 +12,6 @@ the project.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import logging
@@ -24,24 +22,12 @@ from urllib.parse import unquote
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from pycoflux.protocol import version
-from pycoflux.server import projects, topics
+from pycoflux.server import auth, projects, topics
 from pycoflux.server.context import ApiError
 
 log = logging.getLogger("pycoflux.server.topics")
 
 Update = list[Any]
-
-
-def bearer_token(subprotocols: list[str]) -> str | None:
-    for offered in subprotocols:
-        if not offered.startswith("bearer."):
-            continue
-        payload = offered[len("bearer.") :]
-        try:
-            return base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            continue
-    return None
 
 
 def topic_key(segments: list[str]) -> tuple[str, ...] | None:
@@ -196,7 +182,9 @@ def topics_endpoint(server: Any) -> Callable[[WebSocket], Awaitable[None]]:
         subprotocols = list(websocket.scope.get("subprotocols", []))
         try:
             host = await server.project(websocket)
-            await server.authenticate(websocket, host, bearer_token(subprotocols))
+            await server.authenticate(
+                websocket, host, auth.subprotocol_token(subprotocols, "bearer")
+            )
             expected = websocket.query_params.get("version")
             if expected and expected != version.API_VERSION:
                 raise ApiError(

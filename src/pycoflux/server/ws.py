@@ -12,8 +12,6 @@ Incoming frames are decoded into commands and submitted in arrival order.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -23,22 +21,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from pycoflux.orchestration import commands, effects
 from pycoflux.protocol import version
-from pycoflux.server import workers
+from pycoflux.server import auth, workers
 from pycoflux.server.context import ApiError
 
 log = logging.getLogger("pycoflux.server.ws")
-
-
-def session_token(subprotocols: list[str]) -> str | None:
-    for offered in subprotocols:
-        if not offered.startswith("session."):
-            continue
-        payload = offered[len("session.") :]
-        try:
-            return base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            continue
-    return None
 
 
 class WorkerConnection:
@@ -85,7 +71,7 @@ def worker_endpoint(server: Any) -> Callable[[WebSocket], Awaitable[None]]:
             await websocket.send_denial_response(e.response())
             return
         await websocket.accept(subprotocol="v1")
-        token = session_token(list(websocket.scope.get("subprotocols", [])))
+        token = auth.subprotocol_token(list(websocket.scope.get("subprotocols", [])), "session")
         outcome = await host.execute(
             commands.ConnectSession(
                 token=token, workspace_id=websocket.query_params.get("workspaceId", "")
