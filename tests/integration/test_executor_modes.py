@@ -9,23 +9,19 @@ crash (``os._exit``) ends only its own execution; module state is fresh per exec
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
 from tests.support.eventually import eventually
 from tests.support.server import ServerProcess
+from tests.support.worker_stack import WorkerStack, value
 
 pytestmark = pytest.mark.integration
 
-COFLUX = Path(sys.executable).parent / "coflux"
 MODES = ("fork", "spawn", "reuse")
 
 FLOWS = textwrap.dedent(
@@ -121,97 +117,8 @@ FLOWS = textwrap.dedent(
 
 
 @dataclass
-class Stack:
-    mode: str
-    server: ServerProcess
-    directory: Path
-    worker: subprocess.Popen[bytes] | None = None
-    worker_log: IO[bytes] | None = None
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "COFLUX_HOST": f"localhost:{self.server.port}",
-            "COFLUX_PROJECT": "test",
-            "COFLUX_LOGS_FLUSH_INTERVAL": "0",
-        }
-
-    def start_worker(self) -> None:
-        self.worker_log = open(self.directory / "worker.log", "ab")  # noqa: SIM115 - closed in stop_worker
-        self.worker = subprocess.Popen(
-            [
-                str(COFLUX),
-                "worker",
-                "--register",
-                "--concurrency",
-                "4",
-                "--executor",
-                self.mode,
-                "--adapter",
-                f"{sys.executable},-m,coflux",
-                "flows",
-            ],
-            cwd=self.directory,
-            env=self.env,
-            stdout=self.worker_log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def stop_worker(self) -> None:
-        if self.worker is not None and self.worker.poll() is None:
-            self.worker.terminate()
-            try:
-                self.worker.wait(10)
-            except subprocess.TimeoutExpired:
-                self.worker.kill()
-                self.worker.wait()
-        if self.worker_log is not None:
-            self.worker_log.close()
-
-    def log(self) -> str:
-        return (self.directory / "worker.log").read_text(errors="replace")
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(COFLUX), *args],
-            cwd=self.directory,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    def submit(self, target: str, *arguments: Any) -> str:
-        done = self.cli(
-            "submit", "--no-wait", "-o", "json", f"flows/{target}", *map(json.dumps, arguments)
-        )
-        assert done.returncode == 0, done.stderr
-        return str(json.loads(done.stdout)["runId"])
-
-    def result(self, run_id: str, step: str = "", timeout: float = 30) -> dict[str, Any]:
-        target = f"{run_id}:{step}" if step else run_id
-
-        def finished() -> dict[str, Any] | None:
-            done = self.cli("runs", "result", "-o", "json", target)
-            if done.returncode != 0:
-                assert "no result yet" in done.stderr, done.stderr
-                return None
-            return dict(json.loads(done.stdout))
-
-        try:
-            return eventually(finished, timeout=timeout, interval=0.1)
-        except AssertionError:
-            raise AssertionError(f"{target} did not finish; worker log:\n{self.log()}") from None
-
-    def run(self, target: str, *arguments: Any) -> Any:
-        return value(self.result(self.submit(target, *arguments)))
-
-
-def value(result: dict[str, Any]) -> Any:
-    assert result["type"] == "value", result
-    return result["value"]["data"]
+class Stack(WorkerStack):
+    mode: str = "fork"
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -223,27 +130,25 @@ def stack(
     (directory / "flows.py").write_text(FLOWS)
     server = ServerProcess(directory / "data")
     server.start()
-    stack = Stack(mode=mode, server=server, directory=directory)
-    stack.start_worker()
+    stack = Stack(
+        server=server,
+        directory=directory,
+        concurrency=4,
+        worker_args=("--executor", mode),
+        mode=mode,
+    )
     try:
-        eventually(
-            lambda: (
-                "flows"
-                in json.loads(stack.cli("manifests", "inspect", "-o", "json").stdout or "{}")
-            ),
-            timeout=30,
-            interval=0.1,
-        )
+        stack.start_worker()
         # Registration precedes the pool; wait for the executors too.
-        eventually(lambda: "executor mode" in stack.log(), timeout=30, interval=0.1)
+        eventually(lambda: "executor mode" in stack.worker_output(), timeout=30, interval=0.1)
         yield stack
     finally:
-        stack.stop_worker()
+        stack.stop()
         server.stop()
 
 
 def test_the_requested_mode_is_in_effect(stack: Stack) -> None:
-    assert f'msg="executor mode" mode={stack.mode}' in stack.log()
+    assert f'msg="executor mode" mode={stack.mode}' in stack.worker_output()
 
 
 def test_results_arrive_intact(stack: Stack) -> None:

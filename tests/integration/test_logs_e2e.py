@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.storage.stack import COFLUX, WorkerStack, worker_stack
 from tests.support.eventually import eventually
+from tests.support.worker_stack import COFLUX, WorkerStack, worker_stack
 
 pytestmark = pytest.mark.integration
 

@@ -8,23 +8,19 @@ back through the CLI, as a user would.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
 import pytest
 
 from tests.support.eventually import eventually
-from tests.support.server import ServerProcess
+from tests.support.worker_stack import COFLUX, WorkerStack, value, worker_stack
 
 pytestmark = pytest.mark.integration
 
-COFLUX = Path(sys.executable).parent / "coflux"
 
 FLOWS = textwrap.dedent(
     """
@@ -107,109 +103,13 @@ FLOWS = textwrap.dedent(
 )
 
 
-@dataclass
-class Stack:
-    server: ServerProcess
-    directory: Path
-    worker: subprocess.Popen[bytes] | None = None
-    worker_log: IO[bytes] | None = None
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "COFLUX_HOST": f"localhost:{self.server.port}",
-            "COFLUX_PROJECT": "test",
-            "COFLUX_LOGS_FLUSH_INTERVAL": "0",
-        }
-
-    def start_worker(self) -> None:
-        self.worker_log = open(self.directory / "worker.log", "ab")  # noqa: SIM115 - closed in stop_worker
-        self.worker = subprocess.Popen(
-            [
-                str(COFLUX),
-                "worker",
-                "--register",
-                "--concurrency",
-                "4",
-                "--adapter",
-                f"{sys.executable},-m,coflux",
-                "flows",
-            ],
-            cwd=self.directory,
-            env=self.env,
-            stdout=self.worker_log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def stop_worker(self) -> None:
-        if self.worker is not None and self.worker.poll() is None:
-            self.worker.terminate()
-            try:
-                self.worker.wait(10)
-            except subprocess.TimeoutExpired:
-                self.worker.kill()
-                self.worker.wait()
-        if self.worker_log is not None:
-            self.worker_log.close()
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(COFLUX), *args],
-            cwd=self.directory,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    def submit(self, target: str, *arguments: Any) -> str:
-        done = self.cli(
-            "submit", "--no-wait", "-o", "json", f"flows/{target}", *map(json.dumps, arguments)
-        )
-        assert done.returncode == 0, done.stderr
-        return str(json.loads(done.stdout)["runId"])
-
-    def result(self, run_id: str, timeout: float = 30) -> dict[str, Any]:
-        def finished() -> dict[str, Any] | None:
-            done = self.cli("runs", "result", "-o", "json", run_id)
-            if done.returncode != 0:
-                assert "no result yet" in done.stderr, done.stderr
-                return None
-            return dict(json.loads(done.stdout))
-
-        try:
-            return eventually(finished, timeout=timeout, interval=0.1)
-        except AssertionError:
-            log = (self.directory / "worker.log").read_text(errors="replace")
-            raise AssertionError(f"run {run_id} did not finish; worker log:\n{log}") from None
+Stack = WorkerStack
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    (tmp_path / "flows.py").write_text(FLOWS)
-    server = ServerProcess(tmp_path / "data")
-    server.start()
-    stack = Stack(server=server, directory=tmp_path)
-    stack.start_worker()
-    eventually(
-        lambda: (
-            "flows" in json.loads(stack.cli("manifests", "inspect", "-o", "json").stdout or "{}")
-        ),
-        timeout=30,
-        interval=0.1,
-    )
-    try:
+    with worker_stack(tmp_path, FLOWS, concurrency=4) as stack:
         yield stack
-    finally:
-        stack.stop_worker()
-        server.stop()
-
-
-def value(result: dict[str, Any]) -> Any:
-    assert result["type"] == "value", result
-    return result["value"]["data"]
 
 
 def test_tasks_called_one_after_another(stack: Stack) -> None:

@@ -17,8 +17,9 @@ import httpx
 import pytest
 
 from pycoflux.worker import blobs
-from tests.integration.storage.stack import S3Server, WorkerStack, worker_stack
+from tests.integration.storage.stack import S3Server
 from tests.support.server import ServerProcess
+from tests.support.worker_stack import WorkerStack, worker_stack
 
 pytestmark = pytest.mark.integration
 
