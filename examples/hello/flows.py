@@ -1,5 +1,7 @@
 """A small workflow for the quickstart: tasks called in sequence, in parallel and nested."""
 
+from __future__ import annotations
+
 import coflux as cf
 
 
