@@ -10,10 +10,9 @@ class Assets(Base):
     """Assets persisted and read by executions."""
 
     def _put_asset(self, command: commands.PutAsset) -> None:
-        held = self._held_by(command.session_id, command.execution_id)
-        if held is None:
+        execution = self._held_by(command.session_id, command.execution_id)
+        if execution is None:
             return
-        _, execution = held
         try:
             entries = assets.normalise(command.entries)
         except assets.AssetError as e:
@@ -30,10 +29,9 @@ class Assets(Base):
         self._send(command.session_id, [2, command.request_id, asset.reference()[1:]])
 
     def _get_asset(self, command: commands.GetAsset) -> None:
-        held = self._held_by(command.session_id, command.execution_id)
-        if held is None:
+        execution = self._held_by(command.session_id, command.execution_id)
+        if execution is None:
             return
-        _, execution = held
         asset = self._store.asset_by_external_id(command.asset_id)
         if asset is None:
             return self._send(command.session_id, [3, command.request_id, "not_found"])

@@ -86,9 +86,7 @@ class Base:
             return None
         return workspace
 
-    def _held_by(
-        self, session_id: str, execution_id: str
-    ) -> tuple[LiveSession, model.Execution] | None:
+    def _held_by(self, session_id: str, execution_id: str) -> model.Execution | None:
         """The execution if this session holds it; otherwise close the connection (strict)."""
         session = self._sessions.get(session_id)
         execution = self._store.execution_by_external_id(execution_id)
@@ -97,7 +95,7 @@ class Base:
                 effects.CloseSession(session_id=session_id, reason="execution_invalid")
             )
             return None
-        return session, execution
+        return execution
 
     def _session_of(self, execution_id: int) -> str | None:
         """The session an execution is assigned to, while it still holds it."""

@@ -10,10 +10,9 @@ class Checkpoints(Base):
     """Checkpoint writes."""
 
     def _update_checkpoints(self, command: commands.UpdateCheckpoints) -> None:
-        held = self._held_by(command.session_id, command.execution_id)
-        if held is None:
+        execution = self._held_by(command.session_id, command.execution_id)
+        if execution is None:
             return
-        _, execution = held
         if self._store.completion(execution.id) is not None:
             # A superseded attempt can never affect its successor.
             if command.request_id is not None:

@@ -14,10 +14,9 @@ class Inputs(Base):
     """Human inputs."""
 
     def _submit_input(self, command: commands.SubmitInput) -> None:
-        held = self._held_by(command.session_id, command.execution_id)
-        if held is None:
+        execution = self._held_by(command.session_id, command.execution_id)
+        if execution is None:
             return
-        _, execution = held
         try:
             inputs.check_request(command.schema, command.initial, command.has_initial)
         except inputs.InputError as e:

@@ -15,10 +15,9 @@ class Results(Base):
     """Worker reports about the executions they hold."""
 
     def _record_result(self, command: commands.RecordResult) -> None:
-        held = self._held_by(command.session_id, command.execution_id)
-        if held is None:
+        execution = self._held_by(command.session_id, command.execution_id)
+        if execution is None:
             return
-        _, execution = held
         if self._store.result(execution.id) is not None or self._store.completion(execution.id):
             return  # results are idempotent: the first one stands
         options = self._store.step_options(execution.step_id)
@@ -32,10 +31,9 @@ class Results(Base):
         self._resolved(execution.id)
 
     def _record_error(self, command: commands.RecordError) -> None:
-        held = self._held_by(command.session_id, command.execution_id)
-        if held is None:
+        execution = self._held_by(command.session_id, command.execution_id)
+        if execution is None:
             return
-        _, execution = held
         if self._store.result(execution.id) is not None or self._store.completion(execution.id):
             return
         self._store.insert_result(
@@ -47,10 +45,9 @@ class Results(Base):
         self._publish_run(execution)
 
     def _record_timeout(self, command: commands.RecordTimeout) -> None:
-        held = self._held_by(command.session_id, command.execution_id)
-        if held is None:
+        execution = self._held_by(command.session_id, command.execution_id)
+        if execution is None:
             return
-        _, execution = held
         if self._store.completion(execution.id) is not None:
             return
         result = self._store.result(execution.id)
@@ -96,10 +93,9 @@ class Results(Base):
         self._tick()
 
     def _suspend(self, command: commands.Suspend) -> None:
-        held = self._held_by(command.session_id, command.execution_id)
-        if held is None:
+        execution = self._held_by(command.session_id, command.execution_id)
+        if execution is None:
             return
-        _, execution = held
         if self._store.completion(execution.id) is not None:
             return
         handles: list[Handle] = []

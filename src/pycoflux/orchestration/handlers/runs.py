@@ -126,10 +126,9 @@ class Runs(Base):
         )
 
     def _submit_child(self, command: commands.SubmitChild) -> None:
-        held = self._held_by(command.session_id, command.parent_id)
-        if held is None:
+        parent = self._held_by(command.session_id, command.parent_id)
+        if parent is None:
             return
-        _, parent = held
         if self._store.completion(parent.id) is not None:
             # A finished (or aborted) execution's children would outlive the cancellation
             # cascade that already ran.
@@ -183,10 +182,9 @@ class Runs(Base):
         self._tick()
 
     def _register_group(self, command: commands.RegisterGroup) -> None:
-        held = self._held_by(command.session_id, command.execution_id)
-        if held is None:
+        execution = self._held_by(command.session_id, command.execution_id)
+        if execution is None:
             return
-        _, execution = held
         self._store.insert_group(execution.id, command.group_id, command.name)
         self._publish_run(execution)
 

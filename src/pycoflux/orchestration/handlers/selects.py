@@ -73,10 +73,9 @@ class Selects(Base):
         return False
 
     def _select(self, command: commands.Select) -> None:
-        held = self._held_by(command.session_id, command.execution_id)
-        if held is None:
+        caller = self._held_by(command.session_id, command.execution_id)
+        if caller is None:
             return
-        _, caller = held
         if self._store.completion(caller.id) is not None:
             # Already suspended, cancelled, ...: it is being aborted, so it neither waits
             # nor suspends again (that would start a second live attempt of its step).
@@ -131,10 +130,9 @@ class Selects(Base):
             self._tick()
 
     def _cancel_handles(self, command: commands.CancelHandles) -> None:
-        held = self._held_by(command.session_id, command.execution_id)
-        if held is None:
+        caller = self._held_by(command.session_id, command.execution_id)
+        if caller is None:
             return
-        _, caller = held
         handles: list[Handle] = []
         for requested in command.handles:
             if requested.get("type") not in ("execution", "input"):

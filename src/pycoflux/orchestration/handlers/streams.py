@@ -12,10 +12,9 @@ class Streams(Base):
     """Stream registration, items, closes and subscriptions."""
 
     def _register_stream(self, command: commands.RegisterStream) -> None:
-        held = self._held_by(command.session_id, command.execution_id)
-        if held is None:
+        execution = self._held_by(command.session_id, command.execution_id)
+        if execution is None:
             return
-        _, execution = held
         if self._store.completion(execution.id) is not None:
             return self._send(command.session_id, [3, command.request_id, "execution_completed"])
         stream = self._streams.register(
@@ -37,10 +36,9 @@ class Streams(Base):
         )
 
     def _append_stream(self, command: commands.AppendStream) -> None:
-        held = self._held_by(command.session_id, command.execution_id)
-        if held is None:
+        execution = self._held_by(command.session_id, command.execution_id)
+        if execution is None:
             return
-        _, execution = held
         if self._store.completion(execution.id) is not None:
             return
         stream = self._streams.append(
@@ -50,10 +48,9 @@ class Streams(Base):
             self._stream_changed(stream, run=False)
 
     def _close_stream(self, command: commands.CloseStream) -> None:
-        held = self._held_by(command.session_id, command.execution_id)
-        if held is None:
+        execution = self._held_by(command.session_id, command.execution_id)
+        if execution is None:
             return
-        _, execution = held
         closed = False
         stream = self._store.stream_by_step(execution.step_id, command.index)
         if (
@@ -79,10 +76,9 @@ class Streams(Base):
             self._send(command.session_id, [2, command.request_id, closed])
 
     def _subscribe_stream(self, command: commands.SubscribeStream) -> None:
-        held = self._held_by(command.session_id, command.execution_id)
-        if held is None:
+        consumer = self._held_by(command.session_id, command.execution_id)
+        if consumer is None:
             return
-        _, consumer = held
         if self._store.completion(consumer.id) is not None:
             return
         stream = self._store.stream_by_external_id(command.stream_id)
@@ -104,9 +100,9 @@ class Streams(Base):
     def _ack_stream(self, command: commands.AckStream) -> None:
         held = self._held_by(command.session_id, command.execution_id)
         if held is not None:
-            self._streams.ack(held[1].id, command.subscription_id, command.count, command.sequence)
+            self._streams.ack(held.id, command.subscription_id, command.count, command.sequence)
 
     def _unsubscribe_stream(self, command: commands.UnsubscribeStream) -> None:
         held = self._held_by(command.session_id, command.execution_id)
         if held is not None:
-            self._streams.unsubscribe(held[1].id, command.subscription_id)
+            self._streams.unsubscribe(held.id, command.subscription_id)
