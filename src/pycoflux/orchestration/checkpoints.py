@@ -19,6 +19,8 @@ Rows = dict[str, model.Value | None]  # None: reset (tombstone)
 
 
 def _source(store: ports.OrchestrationStore, execution: model.Execution) -> int | None:
+    if execution.attempt == 1:
+        return None  # the step's first attempt: there is nothing before it
     for workspace_id in store.workspace_chain(execution.workspace_id):
         source = store.checkpoint_source(execution.step_id, workspace_id, execution.attempt)
         if source is not None:

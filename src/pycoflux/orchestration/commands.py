@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycoflux.orchestration import model
+from pycoflux.orchestration import model, pools
 
 Principal = dict[str, str] | None
 
@@ -322,6 +322,97 @@ class UnsubscribeStream:
     subscription_id: int
 
 
+# --- Pools and launched workers ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreatePool:
+    workspace_id: str
+    name: str
+    pool: pools.Pool
+    principal: Principal = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdatePool:
+    """Patch a pool (``pools.check_patch`` form); a ``None`` patch deletes it."""
+
+    workspace_id: str
+    name: str
+    patch: dict[str, Any] | None
+    principal: Principal = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplacePools:
+    """Make the workspace's pool set exactly ``pools``, if it is still at ``expected``."""
+
+    workspace_id: str
+    pools: dict[str, pools.Pool]
+    expected: str | None = None  # the etag the caller read, if it gave one
+    principal: Principal = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DisablePool:
+    workspace_id: str
+    name: str
+    principal: Principal = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnablePool:
+    workspace_id: str
+    name: str
+    principal: Principal = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopWorker:
+    workspace_id: str
+    worker_id: str
+    principal: Principal = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumeWorker:
+    workspace_id: str
+    worker_id: str
+    principal: Principal = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LaunchSucceeded:
+    """A launcher started the worker; ``data`` is its handle for polls and stops."""
+
+    worker_id: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LaunchFailed:
+    worker_id: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerPolled:
+    """What a poll found: still running, exited (``error`` None for a clean exit), or a
+    poll that failed (``poll_error``)."""
+
+    worker_id: str
+    running: bool
+    error: str | None = None
+    logs: str | None = None
+    poll_error: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerStopped:
+    worker_id: str
+    error: str | None = None
+
+
 # --- Time ----------------------------------------------------------------------------
 
 
@@ -374,6 +465,17 @@ Command = (
     | SubmitChild
     | Select
     | CancelHandles
+    | CreatePool
+    | UpdatePool
+    | ReplacePools
+    | DisablePool
+    | EnablePool
+    | StopWorker
+    | ResumeWorker
+    | LaunchSucceeded
+    | LaunchFailed
+    | WorkerPolled
+    | WorkerStopped
     | TimerFired
     | Start
 )

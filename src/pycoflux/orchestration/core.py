@@ -42,6 +42,7 @@ from pycoflux.orchestration.handlers import (
     assets,
     checkpoints,
     inputs,
+    pools,
     results,
     runs,
     scheduling,
@@ -70,6 +71,7 @@ class Orchestrator(
     checkpoints.Checkpoints,
     streams.Streams,
     scheduling.Scheduling,
+    pools.Pools,
 ):
     """Applies commands to one project's store and says what must happen next."""
 
@@ -117,6 +119,17 @@ class Orchestrator(
             commands.SubscribeStream: self._subscribe_stream,
             commands.AckStream: self._ack_stream,
             commands.UnsubscribeStream: self._unsubscribe_stream,
+            commands.CreatePool: self._create_pool,
+            commands.UpdatePool: self._update_pool,
+            commands.ReplacePools: self._replace_pools,
+            commands.DisablePool: self._disable_pool,
+            commands.EnablePool: self._enable_pool,
+            commands.StopWorker: self._stop_worker,
+            commands.ResumeWorker: self._resume_worker,
+            commands.LaunchSucceeded: self._launch_succeeded,
+            commands.LaunchFailed: self._launch_failed,
+            commands.WorkerPolled: self._worker_polled,
+            commands.WorkerStopped: self._worker_stopped,
             commands.TimerFired: self._timer_fired,
         }
 
@@ -149,11 +162,11 @@ class Orchestrator(
                 "connected": session.connected,
                 "executing": len(session.held),
                 "concurrency": session.concurrency,
-                "poolName": None,
+                "poolName": session.pool_name,
                 "targets": {module: sorted(names) for module, names in targets.items()},
                 "provides": session.provides,
                 "accepts": session.accepts,
-                "workerState": None,
+                "workerState": session.worker_state,
                 "executions": session.executions,
             }
         return view
@@ -190,12 +203,13 @@ class Orchestrator(
         for execution_id in self._store.orphaned_assignments():
             if execution_id not in held:
                 self._fail(execution_id, model.Completion.ABANDONED)
+        self._restore_pools()
         self._streams.restore()
         self._tick()
 
     def _timer_fired(self, command: commands.TimerFired) -> None:
         kind, *rest = command.key
-        if kind == "tick":
+        if kind in ("tick", "pools"):
             self._tick()
         elif kind == "session":
             session = self._sessions.get(rest[0])

@@ -57,4 +57,45 @@ class Publish:
     topics: frozenset[tuple[str, ...]]
 
 
-Effect = Reply | Rejected | Send | CloseSession | ArmTimer | DisarmTimer | Publish
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Launch:
+    """Start a pool's worker with its launcher; the outcome comes back as ``LaunchSucceeded``
+    or ``LaunchFailed``. The shell adds the server's host and project to the environment."""
+
+    worker_id: str
+    launcher: dict[str, Any]
+    modules: tuple[str, ...]
+    workspace: str  # the workspace's name (``COFLUX_WORKSPACE``)
+    session: str  # the session token (``COFLUX_SESSION``)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PollWorker:
+    """Ask the launcher whether the worker still runs; answered by ``WorkerPolled``."""
+
+    worker_id: str
+    launcher: dict[str, Any]
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HaltWorker:
+    """Stop a launched worker; answered by ``WorkerStopped``."""
+
+    worker_id: str
+    launcher: dict[str, Any]
+    data: dict[str, Any]
+
+
+Effect = (
+    Reply
+    | Rejected
+    | Send
+    | CloseSession
+    | ArmTimer
+    | DisarmTimer
+    | Publish
+    | Launch
+    | PollWorker
+    | HaltWorker
+)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pycoflux.orchestration import assets, commands, inputs, model
+from pycoflux.orchestration import assets, commands, inputs, model, pools, queue
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +60,33 @@ class StreamClosure:
     label: str  # what consumers are told: complete, errored, cancelled, timeout, ...
     error: dict[str, Any] | None  # {type, message, frames} for errored closes
     execution_id: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolRow:
+    """One row of a workspace's pool history; ``pool`` is None for a deletion."""
+
+    id: int
+    workspace_id: int
+    name: str
+    pool: pools.Pool | None
+    definition_hash: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerRow:
+    """A launched worker that was not deactivated, as the core reloads it."""
+
+    id: int
+    external_id: str
+    pool_id: int
+    session_id: int | None  # its session's row, while that session has not expired
+    created_at: int
+    launched: bool  # a launch result was recorded
+    data: dict[str, Any] | None  # the launcher's handle, if the launch succeeded
+    state: pools.WorkerState
+    stopping: bool  # a stop was requested and has no result yet
+    stopped: bool  # a stop has a result
 
 
 class OrchestrationStore(Protocol):
@@ -137,7 +164,7 @@ class OrchestrationStore(Protocol):
     def base_execution(self, step_id: int) -> model.Execution | None: ...
     def live_executions_of_step(self, step_id: int) -> list[int]: ...
     def previous_outcomes(self, step_id: int, exclude: int) -> list[model.Completion | None]: ...
-    def queued_executions(self) -> list[model.Execution]: ...
+    def queue(self) -> queue.QueueIndex: ...
     def insert_child(
         self, parent_id: int, child_id: int, group_id: int | None, now: int
     ) -> None: ...
@@ -297,3 +324,43 @@ class OrchestrationStore(Protocol):
     def stream_waits(self, execution_id: int) -> list[tuple[int, int]]: ...
     def live_stream_waits(self, stream_id: int) -> list[int]: ...
     def live_producers(self) -> list[tuple[int, int, int]]: ...
+
+    # Pools and workers
+    def current_pools(self, workspace_id: int | None = None) -> list[PoolRow]: ...
+    def pool_row(self, pool_id: int) -> PoolRow: ...
+    def pool_external_id_used(self, external_id: str) -> int | None: ...
+    def insert_pool(
+        self,
+        *,
+        external_id: str,
+        workspace_id: int,
+        name: str,
+        pool: pools.Pool | None,
+        created_at: int,
+        created_by: commands.Principal,
+    ) -> int: ...
+    def disabled_pools(self) -> set[tuple[int, str]]: ...
+    def insert_pool_state(
+        self,
+        workspace_id: int,
+        name: str,
+        disabled: bool,
+        now: int,
+        principal: commands.Principal,
+    ) -> None: ...
+    def worker_external_id_used(self, external_id: str) -> int | None: ...
+    def insert_worker(
+        self, *, external_id: str, pool_id: int, session_id: int, created_at: int
+    ) -> int: ...
+    def insert_launch_result(
+        self, worker_id: int, data: dict[str, Any] | None, error: str | None, now: int
+    ) -> None: ...
+    def insert_worker_state(
+        self, worker_id: int, state: pools.WorkerState, now: int, principal: commands.Principal
+    ) -> None: ...
+    def insert_worker_stop(self, worker_id: int, now: int) -> int: ...
+    def insert_worker_stop_result(self, worker_id: int, error: str | None, now: int) -> None: ...
+    def insert_worker_deactivation(
+        self, worker_id: int, error: str | None, logs: str | None, now: int
+    ) -> None: ...
+    def live_workers(self) -> list[WorkerRow]: ...

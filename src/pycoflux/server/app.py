@@ -26,7 +26,7 @@ from pycoflux import errors
 from pycoflux.protocol import version
 from pycoflux.server import auth, blobs, logs, projects, subscriptions, topics, ws
 from pycoflux.server import config as config_module
-from pycoflux.server.api import inputs, runs, tokens, workspaces
+from pycoflux.server.api import inputs, pools, runs, tokens, workspaces
 from pycoflux.server.context import ApiError, Context, Handler
 
 log = logging.getLogger("pycoflux.server")
@@ -219,6 +219,7 @@ API_HANDLERS: dict[str, Handler] = {
     **workspaces.HANDLERS,
     **runs.HANDLERS,
     **inputs.HANDLERS,
+    **pools.HANDLERS,
 }
 
 

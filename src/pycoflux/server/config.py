@@ -54,6 +54,8 @@ class ServerConfig:
     max_blob_size: int | None = None
     auth_failure_limit: int = 20
     auth_failure_window: int = 60
+    epoch_size: int = 100 * 1024 * 1024
+    project_idle_timeout: int = 30
 
     @property
     def base_domain(self) -> str | None:
@@ -147,6 +149,16 @@ def _size(value: str) -> int | None:
     if size < 0:
         raise ValueError(f"must not be negative, got {size}")
     return size or None
+
+
+def _seconds_or_never(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"must be a whole number of seconds, got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"must not be negative, got {number}")
+    return number
 
 
 def _positive(value: str) -> int:
@@ -361,6 +373,22 @@ SETTINGS: tuple[Setting, ...] = (
         default="`60`",
         help="Length of that window, in seconds.",
         parse=_positive,
+    ),
+    Setting(
+        env="COFLUX_EPOCH_SIZE",
+        field="epoch_size",
+        default="`104857600` (100 MiB)",
+        help="Size (bytes) at which a project's orchestration database is archived as an "
+        "epoch and a fresh one started; checked every 60 s. `rotate_epoch` forces it.",
+        parse=_positive,
+    ),
+    Setting(
+        env="COFLUX_PROJECT_IDLE_TIMEOUT",
+        field="project_idle_timeout",
+        default="`30`",
+        help="Seconds after which a project with no sessions, listeners or timers is stopped "
+        "(files closed); the next request starts it again. `0` keeps projects running.",
+        parse=_seconds_or_never,
     ),
 )
 

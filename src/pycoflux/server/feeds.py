@@ -238,6 +238,11 @@ class Feed(Generic[Q]):
         subscription.since = seq
         return page, subscription
 
+    @property
+    def subscribed(self) -> bool:
+        """Whether an event stream is following this feed (a project with one isn't idle)."""
+        return bool(self._subscribers)
+
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscribers.discard(subscription)
 

@@ -4,10 +4,17 @@ Theory of operation. Every mutation of a project goes through ``ProjectHost.exec
 which puts the command on a bounded inbox. One task drains the inbox in batches and
 hands each batch to the project's writer thread, which applies the commands to the
 core inside a single SQLite transaction (one savepoint per command) and commits once
-(group commit). Only after the commit do the effects run on the event loop: replies
-resolve their callers, frames go to workers, timers are armed, topics are notified.
-So nothing is acknowledged before it is durable, and time reaches the core only as
-the ``now`` argument and as ``TimerFired`` commands.
+(group commit). Only after the commit is on disk do the effects run on the event loop:
+replies resolve their callers, frames go to workers, timers are armed, topics are
+notified. So nothing is acknowledged before it is durable, and time reaches the core
+only as the ``now`` argument and as ``TimerFired`` commands.
+
+Commits are pipelined. The writer commits a batch to the operating system and goes on
+with the next one at once, while a second thread fsyncs the write-ahead log; the effects
+of every batch committed before an fsync started are performed, in commit order, when it
+returns. One fsync thus covers all the batches committed while the previous one ran, and
+the writer never waits for the disk. Reads on the writer thread wait, before they
+answer, for the fsync that covers what they saw.
 """
 
 from __future__ import annotations
@@ -25,12 +32,13 @@ from typing import Any, Protocol, TypeVar
 
 from pycoflux.orchestration import commands, core, effects
 from pycoflux.server import config as config_module
-from pycoflux.server import feeds
+from pycoflux.server import feeds, rotation
+from pycoflux.server import launchers as launchers_module
 from pycoflux.storage import admin as admin_store
+from pycoflux.storage import epochs, sqlite
 from pycoflux.storage import logs as log_store
 from pycoflux.storage import metrics as metric_store
 from pycoflux.storage import orchestration as orchestration_store
-from pycoflux.storage import sqlite
 
 log = logging.getLogger("pycoflux.server")
 
@@ -65,14 +73,33 @@ class _Pending:
     future: asyncio.Future[effects.Reply | effects.Rejected | None]
 
 
-class ProjectHost:
+@dataclass(slots=True)
+class _Committed:
+    """A batch on its way to disk: its effects wait for the fsync that covers it."""
+
+    sequence: int
+    batch: list[_Pending]
+    outcomes: list[list[effects.Effect] | BaseException]
+
+
+class ProjectHost(rotation.Rotation):
     """Owns one project's store, core, worker connections and timers."""
 
-    def __init__(self, project_id: str, directory: Path) -> None:
+    def __init__(
+        self, project_id: str, directory: Path, *, epoch_size: int = epochs.ROTATE_SIZE
+    ) -> None:
         self.project_id = project_id
         self.directory = directory
+        self.launchers: launchers_module.Launchers | None = None  # set by Projects
+        self._init_rotation(directory, epoch_size)  # orchestration epochs (rotation.py)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-{project_id}")
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sync-{project_id}")
         self._inbox: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=INBOX_LIMIT)
+        # Pipelined commits: batches committed (writer thread) and made durable (syncer).
+        self._committed_sequence = 0
+        self._durable_sequence = 0
+        self._unsynced: asyncio.Queue[_Committed] = asyncio.Queue()
+        self._durable_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._connections: dict[str, Connection] = {}
         self._outbox: dict[str, list[list[Any]]] = {}
         self._timers: dict[tuple[Any, ...], asyncio.TimerHandle] = {}
@@ -89,21 +116,22 @@ class ProjectHost:
         self._store: orchestration_store.SqliteOrchestrationStore | None = None
         self._core: core.Orchestrator | None = None
         self._task: asyncio.Task[None] | None = None
+        self._sync_task: asyncio.Task[None] | None = None
         self.admin = admin_store.AdminStore(directory / "admin.sqlite")
 
     # --- Lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._db = await self._on_thread(
-            lambda: sqlite.connect(self.directory / "orchestration.sqlite")
-        )
+        self._db = await self._on_thread(self._open_epochs)
         await self.logs.open()
         await self.metrics.open()
         await self._on_thread(self.admin.open)
-        self._store = orchestration_store.SqliteOrchestrationStore(self._db)
+        self._store = orchestration_store.SqliteOrchestrationStore(self._db, self.epochs)
         self._core = core.Orchestrator(self._store)
         self._task = asyncio.create_task(self._run(), name=f"project-{self.project_id}")
+        self._sync_task = asyncio.create_task(self._settle(), name=f"sync-{self.project_id}")
+        self._start_rotation()
         await self.execute(commands.Start())
 
     async def write_admin(self, fn: Callable[[admin_store.AdminStore], T]) -> T:
@@ -111,25 +139,28 @@ class ProjectHost:
         return await self._on_thread(lambda: fn(self.admin))
 
     async def stop(self) -> None:
+        await self._stop_rotation()
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
         for connection in list(self._connections.values()):
             connection.close(None)
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        for task in (self._task, self._sync_task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         if self._db is not None:
-            db = self._db
-            await self._on_thread(db.close)
+            await self._on_thread(self.epochs.close)
         await self.logs.close()
         await self.metrics.close()
         await self._on_thread(self.admin.close)
         self._telemetry.shutdown(wait=True)
         self._thread.shutdown(wait=True)
+        self._syncer.shutdown(wait=True)
+        self._shutdown_rotation()
 
     def end_streams(self) -> None:
         """End the log and metric event streams (called when the server starts shutting down)."""
@@ -143,6 +174,7 @@ class ProjectHost:
 
     async def execute(self, command: commands.Command) -> effects.Reply | effects.Rejected | None:
         """Apply a command durably; returns the reply addressed to the caller, if any."""
+        self.last_used = time.monotonic()
         future: asyncio.Future[effects.Reply | effects.Rejected | None] = (
             asyncio.get_running_loop().create_future()
         )
@@ -157,10 +189,26 @@ class ProjectHost:
         self._inbox.put_nowait(_Pending(command, future))
 
     async def read(self, fn: Callable[[sqlite3.Connection, core.Orchestrator], T]) -> T:
-        """Run a read on the writer thread, so it sees every committed batch."""
+        """Run a read on the writer thread, so it sees every committed batch; answer once
+        what it saw is on disk."""
         assert self._db is not None and self._core is not None
-        db, orchestrator = self._db, self._core
-        return await self._on_thread(lambda: fn(db, orchestrator))
+        self.last_used = time.monotonic()
+
+        def read() -> tuple[T, int]:
+            # Taken on the thread: a rotation may have replaced the connection.
+            assert self._db is not None and self._core is not None
+            return fn(self._db, self._core), self._committed_sequence
+
+        result, sequence = await self._on_thread(read)
+        await self._durable(sequence)
+        return result
+
+    async def _durable(self, sequence: int) -> None:
+        if sequence <= self._durable_sequence:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._durable_waiters.append((sequence, future))
+        await future
 
     async def _run(self) -> None:
         while True:
@@ -169,20 +217,56 @@ class ProjectHost:
                 batch.append(self._inbox.get_nowait())
             now = now_ms()
             try:
-                outcomes = await self._on_thread(lambda b=batch, n=now: self._apply(b, n))  # type: ignore[misc]
+                async with self._writer:  # never while an epoch rotates
+                    outcomes = await self._on_thread(lambda b=batch, n=now: self._apply(b, n))  # type: ignore[misc]
             except Exception as e:
                 log.exception("batch failed in project %s", self.project_id)
                 for pending in batch:
                     if not pending.future.done():
                         pending.future.set_exception(e)
                 continue
-            for pending, outcome in zip(batch, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    pending.future.set_exception(outcome)
-                    continue
-                reply = self._perform(outcome)
-                if not pending.future.done():
-                    pending.future.set_result(reply)
+            self._unsynced.put_nowait(_Committed(self._committed_sequence, batch, outcomes))
+
+    async def _settle(self) -> None:
+        """Fsync the log for every batch committed so far, then perform their effects."""
+        assert self._db is not None
+        path = self.directory / "orchestration.sqlite"
+        loop = asyncio.get_running_loop()
+        while True:
+            committed = [await self._unsynced.get()]
+            while not self._unsynced.empty():
+                committed.append(self._unsynced.get_nowait())
+            try:
+                await loop.run_in_executor(self._syncer, sqlite.sync_wal, path)
+            except OSError as e:
+                # The disk refused: what these batches did may not survive a power loss,
+                # so none of it is acknowledged (the operator must look at the disk).
+                log.critical("cannot sync the log of project %s: %s", self.project_id, e)
+                for item in committed:
+                    for pending in item.batch:
+                        if not pending.future.done():
+                            pending.future.set_exception(e)
+                continue
+            for item in committed:
+                for pending, outcome in zip(item.batch, item.outcomes, strict=True):
+                    if isinstance(outcome, BaseException):
+                        pending.future.set_exception(outcome)
+                        continue
+                    try:
+                        reply = self._perform(outcome)
+                    except Exception as e:
+                        log.exception("effects of %r failed", type(pending.command).__name__)
+                        reply = None
+                        pending.future.set_exception(e)
+                    if not pending.future.done():
+                        pending.future.set_result(reply)
+            self._durable_sequence = committed[-1].sequence
+            waiters, self._durable_waiters = self._durable_waiters, []
+            for sequence, future in waiters:
+                if sequence > self._durable_sequence:
+                    self._durable_waiters.append((sequence, future))
+                elif not future.done():
+                    future.set_result(None)
 
     def _apply(self, batch: list[_Pending], now: int) -> list[list[effects.Effect] | BaseException]:
         """Apply a batch in one transaction, one savepoint per command (writer thread)."""
@@ -200,13 +284,20 @@ class ProjectHost:
                     log.exception("command %r failed", type(pending.command).__name__)
                     db.execute("ROLLBACK TO command")
                     db.execute("RELEASE command")
+                    self._store_caches_stale()
                     outcomes.append(e)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
+            self._store_caches_stale()
             raise
+        self._committed_sequence += 1
         return outcomes
+
+    def _store_caches_stale(self) -> None:
+        if self._store is not None:
+            self._store.discard_caches()
 
     # --- Effects ---------------------------------------------------------------------------
 
@@ -239,7 +330,21 @@ class ProjectHost:
                 case effects.Publish(topics=topics):
                     for listener in list(self._listeners):
                         listener.topics_changed(topics)
+                case effects.Launch() | effects.PollWorker() | effects.HaltWorker():
+                    self._call_launcher(effect)
         return reply
+
+    def _call_launcher(
+        self, effect: effects.Launch | effects.PollWorker | effects.HaltWorker
+    ) -> None:
+        """Run a pool launcher call off the writer; its outcome comes back as a command."""
+
+        async def call() -> None:
+            self.submit(await launchers_module.perform(self.launchers, self.project_id, effect))
+
+        task = asyncio.create_task(call(), name=f"launcher-{effect.worker_id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _arm(self, key: tuple[Any, ...], at: int) -> None:
         previous = self._timers.pop(key, None)
@@ -252,6 +357,22 @@ class ProjectHost:
             self.submit(commands.TimerFired(key=key))
 
         self._timers[key] = asyncio.get_running_loop().call_later(delay, fire)
+
+    def idle_for(self) -> float:
+        """Seconds since the last use, or 0 while anything keeps the project busy: a session
+        (connected or awaiting reconnection), a topic or event-stream listener, a timer."""
+        busy = (
+            self._connections
+            or self._listeners
+            or self._timers
+            or not self._inbox.empty()
+            or self._durable_sequence < self._committed_sequence
+            or self.logs.subscribed
+            or self.metrics.subscribed
+            or self._core is None
+            or not self._core.idle
+        )
+        return 0.0 if busy else time.monotonic() - self.last_used
 
     # --- Worker connections and topic listeners ----------------------------------------------
 
@@ -283,16 +404,25 @@ class ProjectHost:
 
 
 class Projects:
-    """Starts project hosts on first use and stops them at shutdown."""
+    """Starts project hosts on first use, stops idle ones, and stops them all at shutdown.
+
+    A project with no sessions, no listeners and no timers for ``project_idle_timeout``
+    seconds is stopped (files closed, threads ended); the next request starts it again.
+    """
 
     def __init__(self, config: config_module.ServerConfig) -> None:
         self.config = config
         self._hosts: dict[str, ProjectHost] = {}
         self._starting: dict[str, asyncio.Task[ProjectHost]] = {}
+        self._stopping: dict[str, asyncio.Task[None]] = {}
+        self._reaper: asyncio.Task[None] | None = None
 
     async def get(self, project_id: str) -> ProjectHost:
+        if self._reaper is None and self.config.project_idle_timeout:
+            self._reaper = asyncio.create_task(self._stop_idle(), name="stop-idle-projects")
         host = self._hosts.get(project_id)
         if host is not None:
+            host.last_used = time.monotonic()
             return host
         task = self._starting.get(project_id)
         if task is None:
@@ -304,15 +434,45 @@ class Projects:
             self._starting.pop(project_id, None)
 
     async def _start(self, project_id: str) -> ProjectHost:
-        host = ProjectHost(project_id, self.config.data_dir / "projects" / project_id)
+        stopping = self._stopping.get(project_id)
+        if stopping is not None:
+            await asyncio.shield(stopping)  # an idle stop closes its files first
+        host = ProjectHost(
+            project_id,
+            self.config.data_dir / "projects" / project_id,
+            epoch_size=self.config.epoch_size,
+        )
+        host.launchers = launchers_module.Launchers(self.config, host.directory / "workers")
         await host.start()
         self._hosts[project_id] = host
         return host
+
+    async def _stop_idle(self) -> None:
+        timeout = float(self.config.project_idle_timeout)
+        while True:
+            await asyncio.sleep(min(5.0, timeout / 2))
+            for project_id, host in list(self._hosts.items()):
+                if host.idle_for() < timeout or project_id in self._starting:
+                    continue
+                del self._hosts[project_id]
+                log.info("project %s idle for %ss: stopping it", project_id, int(timeout))
+                task = asyncio.create_task(host.stop(), name=f"stop-{project_id}")
+                self._stopping[project_id] = task
+                try:
+                    await asyncio.shield(task)
+                except Exception:
+                    log.exception("stopping idle project %s failed", project_id)
+                finally:
+                    self._stopping.pop(project_id, None)
 
     def running(self) -> list[ProjectHost]:
         return list(self._hosts.values())
 
     async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
+            self._reaper = None
         hosts, self._hosts = self._hosts, {}
         for host in hosts.values():
             await host.stop()

@@ -47,6 +47,10 @@ def topic_key(segments: list[str]) -> tuple[str, ...] | None:
             ("manifests" | "modules" | "queue" | "sessions" | "inputs") as kind,
         ]:
             return (kind, ws)
+        case ["workspaces", ws, "pools"]:
+            return ("pools", ws)
+        case ["workspaces", ws, "pools", name]:
+            return ("pool", ws, name)
         case ["inputs", *parts] if parts:
             return ("input", "/".join(parts))
         case ["asset", asset_id]:

@@ -10,7 +10,7 @@ from urllib.parse import unquote
 
 from starlette.responses import JSONResponse, Response
 
-from pycoflux.orchestration import core
+from pycoflux.orchestration import core, model
 from pycoflux.server.context import ApiError, Context
 from pycoflux.storage import views
 
@@ -36,6 +36,10 @@ def route(segments: list[str]) -> Builder | None:
             return lambda db, orchestrator: _sessions(db, orchestrator, ws)
         case ["workspaces", ws, "inputs"]:
             return lambda db, _: views.workspace_inputs(db, ws)
+        case ["workspaces", ws, "pools"]:
+            return lambda db, _: views.pools_topic(db, ws)
+        case ["workspaces", ws, "pools", name]:
+            return lambda db, _: views.pool_topic(db, ws, name)
         case ["inputs", *parts] if parts:
             # An input id contains a "/" ("<run>/i<n>"), percent-encoded or not.
             return lambda db, _: views.input_view(db, "/".join(parts))
@@ -51,7 +55,76 @@ def builder_for(host: Any, segments: list[str]) -> Builder | None:
     if segments == ["tokens"]:
         admin = host.admin
         return lambda _db, _core: admin.tokens_view(int(time.time()))
-    return route(segments)
+    builder = route(segments)
+    # A run, an input of one or an asset missing from the active epoch is read from the
+    # newest archive holding it, read-only (it is copied forward only when acted upon).
+    match segments:
+        case ["workspaces", ws, "runs", run] if builder is not None:
+            return _or_archived(builder, host, run, lambda db: views.run(db, ws, run))
+        case ["inputs", *parts] if builder is not None and parts:
+            input_id = "/".join(parts)
+            parsed = model.parse_input_id(input_id)
+            if parsed is not None:
+                return _or_archived(
+                    builder, host, parsed[0], lambda db: views.input_view(db, input_id)
+                )
+        case ["asset", asset_id] if builder is not None:
+            return _or_archived(
+                builder, host, asset_id, lambda db: views.asset(db, asset_id), field="assets"
+            )
+        case ["workspaces", ws, "workflows", module, target] if builder is not None:
+            return _with_archived_runs(
+                builder, host, lambda db: views.workflow(db, ws, module, target)
+            )
+    return builder
+
+
+ARCHIVED_RUN_EPOCHS = 5  # a workflow's run list reaches back this many archived epochs
+RUN_LIST_LIMIT = 50
+
+
+def _with_archived_runs(
+    builder: Builder, host: Any, read: Callable[[sqlite3.Connection], Any]
+) -> Builder:
+    """A workflow topic whose run list includes runs from the newest archived epochs."""
+
+    def build(db: sqlite3.Connection, orchestrator: core.Orchestrator) -> Any:
+        value = builder(db, orchestrator)
+        for epoch_id in host.epochs.newest(ARCHIVED_RUN_EPOCHS):
+            found = host.epochs.search(None, None, read, epochs_=[epoch_id])
+            if found is None:
+                continue
+            if value is None:
+                value = found[1]
+                continue
+            for run_id, run in found[1]["runs"].items():
+                value["runs"].setdefault(run_id, run)
+        if value is not None and len(value["runs"]) > RUN_LIST_LIMIT:
+            newest = sorted(value["runs"].values(), key=lambda r: r["createdAt"], reverse=True)
+            value["runs"] = {r["id"]: r for r in newest[:RUN_LIST_LIMIT]}
+        return value
+
+    return build
+
+
+def _or_archived(
+    builder: Builder,
+    host: Any,
+    key: str,
+    read: Callable[[sqlite3.Connection], Any],
+    *,
+    field: str = "runs",
+) -> Builder:
+    """``builder``, falling back to the archives whose ``field`` filter may hold ``key``."""
+
+    def build(db: sqlite3.Connection, orchestrator: core.Orchestrator) -> Any:
+        value = builder(db, orchestrator)
+        if value is None:
+            found = host.epochs.search(field, key, read)
+            value = None if found is None else found[1]
+        return value
+
+    return build
 
 
 def _sessions(db: sqlite3.Connection, orchestrator: core.Orchestrator, ws: str) -> Any:

@@ -86,16 +86,14 @@ def worker_endpoint(server: Any) -> Callable[[WebSocket], Awaitable[None]]:
         connection = WorkerConnection(websocket)
         host.attach(session_id, connection, session_frame)
         writer = asyncio.create_task(connection.write(), name=f"worker-writer-{session_id}")
+        # Frames are read right here, one await each. When the server closes the socket
+        # (the writer sends the close frame), the read loop is cancelled, in case the
+        # peer never completes the closing handshake.
+        reader = asyncio.current_task()
+        writer.add_done_callback(lambda _: reader.cancel() if reader is not None else None)
         try:
-            while not connection.closed.is_set():
-                receive = asyncio.create_task(websocket.receive(), name="worker-receive")
-                closed = asyncio.create_task(connection.closed.wait(), name="worker-closed")
-                done, _ = await asyncio.wait({receive, closed}, return_when=asyncio.FIRST_COMPLETED)
-                closed.cancel()
-                if receive not in done:
-                    receive.cancel()
-                    break
-                message = receive.result()
+            while True:
+                message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     break
                 text = message.get("text")
@@ -111,7 +109,7 @@ def worker_endpoint(server: Any) -> Callable[[WebSocket], Awaitable[None]]:
                     continue
                 if command is not None:
                     host.submit(command)
-        except (WebSocketDisconnect, RuntimeError):
+        except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
             pass
         finally:
             host.detach(session_id, connection)

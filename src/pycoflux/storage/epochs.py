@@ -35,7 +35,7 @@ import logging
 import os
 import re
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -116,7 +116,7 @@ class Archive:
     archived_at: int
     filters: dict[str, BloomFilter] | None = None
 
-    def may_contain(self, field: str, key: str) -> bool:
+    def may_contain(self, field: str, key: str | bytes) -> bool:
         if self.filters is None or field not in self.filters:
             return True
         return key in self.filters[field]
@@ -204,12 +204,19 @@ class Schema:
     # An AUTOINCREMENT table whose ids continue from one partition to the next, so that a
     # cursor issued before a rotation can still be placed in the right partition.
     sequence: str | None = None
+    # How a stored key becomes the filter's key, per field (default: as stored). The
+    # orchestration store keeps 32-byte keys as hex text; its filters hold the raw bytes.
+    decode: Mapping[str, Callable[[Any], str | bytes]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Partition:
     epoch_id: str  # ACTIVE for the active partition
     path: Path
+
+
+def _same(key: Any) -> str | bytes:
+    return key if isinstance(key, bytes) else str(key)
 
 
 def migrate(db: sqlite3.Connection, migrations: Sequence[str]) -> None:
@@ -242,9 +249,17 @@ def open_read_only(path: Path) -> sqlite3.Connection:
 class Partitions:
     """The active file, the archives and the index of one partitioned store."""
 
-    def __init__(self, directory: Path, schema: Schema, *, rotate_size: int = ROTATE_SIZE) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        schema: Schema,
+        *,
+        rotate_size: int = ROTATE_SIZE,
+        synced_by_caller: bool = False,
+    ) -> None:
         self.schema = schema
         self.rotate_size = rotate_size
+        self.synced_by_caller = synced_by_caller  # see sqlite.connect
         self.active_path = directory / f"{schema.name}.sqlite"
         self.archive_dir = directory / schema.name
         self.index = EpochIndex(self.archive_dir / "index.json")
@@ -281,7 +296,9 @@ class Partitions:
         return self.unfiltered()
 
     def _open_active(self) -> None:
-        db = sqlite.connect(self.active_path, migrations=False)
+        db = sqlite.connect(
+            self.active_path, migrations=False, synced_by_caller=self.synced_by_caller
+        )
         try:
             migrate(db, self.schema.migrations)
             db.execute("CREATE TABLE IF NOT EXISTS partition_base (base INTEGER NOT NULL) STRICT")
@@ -397,7 +414,11 @@ class Partitions:
             db = open_read_only(self.archive_path(epoch_id))
             try:
                 return {
-                    name: BloomFilter.of(row[0] for row in db.execute(sql) if row[0] is not None)
+                    name: BloomFilter.of(
+                        self.schema.decode.get(name, _same)(row[0])
+                        for row in db.execute(sql)
+                        if row[0] is not None
+                    )
                     for name, sql in self.schema.filters.items()
                 }
             finally:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import sqlite3
-from typing import Any
+from typing import Any, Protocol
 
-from pycoflux.orchestration import assets, commands, inputs, model, ports
+from pycoflux.orchestration import assets, commands, inputs, model, pools, ports
+from pycoflux.orchestration.queue import QueueIndex
 
 _EXECUTION = """
 SELECT e.id, r.external_id || ':' || s.number || ':' || e.attempt, s.run_id, r.external_id,
@@ -40,13 +42,45 @@ ORDER BY e.created_at DESC, e.id DESC LIMIT 1
 """
 
 
+_CACHE_LIMIT = 50_000
+_CACHED_VALUE_LIMIT = 1024  # results with larger values are read from the database
+
+
+def _bounded(cache: dict[Any, Any]) -> dict[Any, Any]:
+    """``cache``, emptied first if it is full: the writer's caches never grow unbounded."""
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    return cache
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 def options_to_json(options: model.StepOptions) -> str:
-    data = dataclasses.asdict(options)
-    return _dumps(data)
+    # Field by field rather than ``dataclasses.asdict``, which deep-copies: this runs for
+    # every step.
+    retries = options.retries
+    return _dumps(
+        {
+            "wait_for": options.wait_for,
+            "cache": options.cache,
+            "defer": options.defer,
+            "memo": options.memo,
+            "delay": options.delay,
+            "retries": None
+            if retries is None
+            else {
+                "limit": retries.limit,
+                "backoff_min": retries.backoff_min,
+                "backoff_max": retries.backoff_max,
+            },
+            "recurrent": options.recurrent,
+            "requires": options.requires,
+            "timeout": options.timeout,
+            "streams": options.streams,
+        }
+    )
 
 
 def options_from_json(text: str) -> model.StepOptions:
@@ -122,13 +156,86 @@ def _workspace(row: tuple[Any, ...] | None) -> ports.WorkspaceRow | None:
     )
 
 
+class ArchiveFallback(Protocol):
+    """Where look-ups that miss the active epoch go (``archives.OrchestrationEpochs``)."""
+
+    def copy_run(self, target: sqlite3.Connection, run_external_id: str) -> bool: ...
+    def idempotent_run(self, key: str, since: int) -> str | None: ...
+    def copy_cached(
+        self,
+        target: sqlite3.Connection,
+        cache_key: str,
+        workspaces: list[str],
+        succeeded_since: int | None,
+    ) -> bool: ...
+    def copy_asset(self, target: sqlite3.Connection, external_id: str) -> bool: ...
+
+
 class SqliteOrchestrationStore:
     """Implements ``ports.OrchestrationStore`` on one connection owned by the writer thread."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, archives: ArchiveFallback | None = None
+    ) -> None:
         self._db = connection
+        self._archives = archives
         self._options: dict[int, model.StepOptions] = {}
         self._workspace_ids: dict[int, str] = {}
+        # Rows that never change once written, cached for the writer's hot path. A rolled
+        # back savepoint can hand the same row id to another row: ``discard_caches``.
+        self._executions: dict[int, model.Execution] = {}
+        self._by_external_id: dict[str, model.Execution] = {}
+        self._steps: dict[int, model.Execution] = {}  # a template: the step's fields
+        self._run_ids: dict[int, str] = {}
+        self._runs: dict[int, tuple[model.TagSet, bool]] = {}  # requires, memo
+        self._arguments: dict[int, list[model.Value]] = {}
+        self._next_numbers: dict[int, int] = {}  # run -> its next step number
+        # Outcomes by execution, present or known absent: every insert goes through here.
+        self._completions: dict[int, tuple[model.Completion, int | None] | None] = {}
+        self._results: dict[int, ports.ResultRow | None] = {}
+        self._queue: QueueIndex | None = None
+
+    def discard_caches(self) -> None:
+        """Forget what is cached: called after a rollback, so nothing rolled back survives."""
+        self._options.clear()
+        self._workspace_ids.clear()
+        self._executions.clear()
+        self._by_external_id.clear()
+        self._steps.clear()
+        self._run_ids.clear()
+        self._runs.clear()
+        self._arguments.clear()
+        self._next_numbers.clear()
+        self._completions.clear()
+        self._results.clear()
+        self._queue = None
+
+    def reconnect(self, connection: sqlite3.Connection) -> None:
+        """Continue on a new active epoch (after a rotation): same ids, fresh caches."""
+        self._db = connection
+        self.discard_caches()
+
+    def _copied_forward(self, run_external_id: str) -> bool:
+        """Copy-on-reference: bring an archived run into the active epoch, if there is one."""
+        # A run missing from the active epoch had no live execution at the last rotation
+        # (those runs were carried forward), so the copy never adds to the queue index.
+        return self._archives is not None and self._archives.copy_run(self._db, run_external_id)
+
+    def _run_archived(self, run_external_id: str) -> bool:
+        """A row of this run is missing: if the run itself is, copy it forward."""
+        if self._archives is None:
+            return False
+        if self._one("SELECT 1 FROM runs WHERE external_id = ?", run_external_id) is not None:
+            return False
+        return self._copied_forward(run_external_id)
+
+    def _remember(self, execution: model.Execution) -> model.Execution:
+        if len(self._executions) >= _CACHE_LIMIT:
+            self._executions.clear()
+            self._by_external_id.clear()
+        self._executions[execution.id] = execution
+        self._by_external_id[execution.external_id] = execution
+        return execution
 
     def _one(self, sql: str, *args: Any) -> Any:
         return self._db.execute(sql, args).fetchone()
@@ -270,6 +377,8 @@ class SqliteOrchestrationStore:
 
     def run_by_external_id(self, external_id: str) -> int | None:
         row = self._one("SELECT id FROM runs WHERE external_id = ?", external_id)
+        if row is None and self._copied_forward(external_id):
+            row = self._one("SELECT id FROM runs WHERE external_id = ?", external_id)
         return None if row is None else int(row[0])
 
     def run_by_idempotency_key(self, key: str, since: int) -> str | None:
@@ -279,6 +388,8 @@ class SqliteOrchestrationStore:
             key,
             since,
         )
+        if row is None and self._archives is not None:
+            return self._archives.idempotent_run(key, since)  # read-only, no copy
         return None if row is None else str(row[0])
 
     def insert_run(
@@ -305,16 +416,24 @@ class SqliteOrchestrationStore:
                 _dumps(created_by),
             ),
         )
-        return int(cursor.lastrowid or 0)
+        run_id = int(cursor.lastrowid or 0)
+        if len(self._run_ids) >= _CACHE_LIMIT:
+            self._run_ids.clear()
+        self._run_ids[run_id] = external_id
+        return run_id
+
+    def _run(self, run_id: int) -> tuple[model.TagSet, bool]:
+        cached = self._runs.get(run_id)
+        if cached is None:
+            requires, memo = self._one("SELECT requires, memo FROM runs WHERE id = ?", run_id)
+            cached = _bounded(self._runs)[run_id] = (json.loads(requires), bool(memo))
+        return cached
 
     def run_memo(self, run_id: int) -> bool:
-        (memo,) = self._one("SELECT memo FROM runs WHERE id = ?", run_id)
-        return bool(memo)
+        return self._run(run_id)[1]
 
     def run_requires(self, run_id: int) -> model.TagSet:
-        (requires,) = self._one("SELECT requires FROM runs WHERE id = ?", run_id)
-        result: model.TagSet = json.loads(requires)
-        return result
+        return dict(self._run(run_id)[0])
 
     def insert_step(
         self,
@@ -353,9 +472,36 @@ class SqliteOrchestrationStore:
         )
         step_id = int(cursor.lastrowid or 0)
         self._options[step_id] = options
+        _bounded(self._arguments)[step_id] = arguments
+        _bounded(self._next_numbers)[run_id] = max(self._next_numbers.get(run_id, 1), number + 1)
+        run_external_id = self._run_ids.get(run_id)
+        if run_external_id is not None:
+            if len(self._steps) >= _CACHE_LIMIT:
+                self._steps.clear()
+            self._steps[step_id] = model.Execution(
+                id=0,
+                external_id=model.ExecutionId(""),
+                run_id=run_id,
+                run_external_id=model.RunId(run_external_id),
+                step_id=step_id,
+                step_number=number,
+                attempt=0,
+                workspace_id=0,
+                module=module,
+                target=target,
+                type=type,
+                parent_id=parent_execution_id,
+                execute_after=None,
+                created_at=created_at,
+                cache_key=cache_key,
+                defer_key=defer_key,
+            )
         return step_id
 
     def next_step_number(self, run_id: int) -> int:
+        cached = self._next_numbers.get(run_id)
+        if cached is not None:
+            return cached
         (number,) = self._one(
             "SELECT coalesce(max(number), 0) + 1 FROM steps WHERE run_id = ?", run_id
         )
@@ -368,6 +514,8 @@ class SqliteOrchestrationStore:
             run_external_id,
             number,
         )
+        if row is None and self._run_archived(run_external_id):
+            return self.step_by_number(run_external_id, number)
         return None if row is None else int(row[0])
 
     def step_options(self, step_id: int) -> model.StepOptions:
@@ -378,6 +526,9 @@ class SqliteOrchestrationStore:
         return options
 
     def step_arguments(self, step_id: int) -> list[model.Value]:
+        cached = self._arguments.get(step_id)
+        if cached is not None:
+            return list(cached)
         (text,) = self._one("SELECT arguments FROM steps WHERE id = ?", step_id)
         arguments: list[model.Value] = json.loads(text)
         return arguments
@@ -399,6 +550,25 @@ class SqliteOrchestrationStore:
         )
         execution_id = int(cursor.lastrowid or 0)
         self._db.execute("INSERT INTO queue (execution_id) VALUES (?)", (execution_id,))
+        step = self._steps.get(step_id)
+        if step is not None:
+            execution = self._remember(
+                dataclasses.replace(
+                    step,
+                    id=execution_id,
+                    external_id=model.ExecutionId(
+                        f"{step.run_external_id}:{step.step_number}:{attempt}"
+                    ),
+                    attempt=attempt,
+                    workspace_id=workspace_id,
+                    execute_after=execute_after,
+                    created_at=created_at,
+                )
+            )
+        else:
+            execution = self.execution(execution_id)
+        if self._queue is not None:
+            self._queue.add(execution)
         return execution_id
 
     def next_attempt(self, step_id: int) -> int:
@@ -408,16 +578,24 @@ class SqliteOrchestrationStore:
         return int(attempt)
 
     def execution(self, execution_id: int) -> model.Execution:
-        return _execution(self._one(_EXECUTION + " WHERE e.id = ?", execution_id))
+        cached = self._executions.get(execution_id)
+        if cached is not None:
+            return cached
+        return self._remember(_execution(self._one(_EXECUTION + " WHERE e.id = ?", execution_id)))
 
     def execution_by_external_id(self, external_id: str) -> model.Execution | None:
+        cached = self._by_external_id.get(external_id)
+        if cached is not None:
+            return cached
         parsed = model.parse_execution_id(external_id)
         if parsed is None:
             return None
         row = self._one(
             _EXECUTION + " WHERE r.external_id = ? AND s.number = ? AND e.attempt = ?", *parsed
         )
-        return None if row is None else _execution(row)
+        if row is None and self._run_archived(parsed[0]):
+            return self.execution_by_external_id(external_id)
+        return None if row is None else self._remember(_execution(row))
 
     def base_execution(self, step_id: int) -> model.Execution | None:
         row = self._one("SELECT parent_execution_id FROM steps WHERE id = ?", step_id)
@@ -449,14 +627,13 @@ class SqliteOrchestrationStore:
             )
         ]
 
-    def queued_executions(self) -> list[model.Execution]:
-        return [
-            _execution(row)
-            for row in self._all(
-                _EXECUTION + " JOIN queue q ON q.execution_id = e.id"
-                " ORDER BY e.execute_after IS NOT NULL, e.execute_after, e.created_at, e.id"
+    def queue(self) -> QueueIndex:
+        if self._queue is None:
+            self._queue = QueueIndex(
+                self._remember(_execution(row))
+                for row in self._all(_EXECUTION + " JOIN queue q ON q.execution_id = e.id")
             )
-        ]
+        return self._queue
 
     def insert_child(self, parent_id: int, child_id: int, group_id: int | None, now: int) -> None:
         self._db.execute(
@@ -531,6 +708,11 @@ class SqliteOrchestrationStore:
             key, args = "s.memo_key = ? AND s.run_id = ?", [memo_key, run_id]
         sql = _REUSABLE.format(key=key, workspaces=",".join("?" * len(workspaces)))
         row = self._one(sql, *args, *workspaces, succeeded_since, succeeded_since)
+        if row is None and cache_key is not None and self._archives is not None:
+            # A hit in an archived epoch: its run is copied forward so the hit can link to it.
+            names = [self.workspace_external_id(w) for w in workspaces]
+            if self._archives.copy_cached(self._db, cache_key, names, succeeded_since):
+                row = self._one(sql, *args, *workspaces, succeeded_since, succeeded_since)
         return None if row is None else int(row[0])
 
     # --- Outcomes -----------------------------------------------------------------------
@@ -541,6 +723,8 @@ class SqliteOrchestrationStore:
             (execution_id, session_id, now),
         )
         self._db.execute("DELETE FROM queue WHERE execution_id = ?", (execution_id,))
+        if self._queue is not None:
+            self._queue.discard(execution_id)
 
     def assigned_session(self, execution_id: int) -> int | None:
         row = self._one("SELECT session_id FROM assignments WHERE execution_id = ?", execution_id)
@@ -555,29 +739,42 @@ class SqliteOrchestrationStore:
         retryable: bool | None = None,
         created_at: int,
     ) -> None:
-        self._db.execute(
+        value_json = None if value is None else _dumps(value)
+        cursor = self._db.execute(
             "INSERT OR IGNORE INTO results (execution_id, value, error, retryable, created_at)"
             " VALUES (?, ?, ?, ?, ?)",
             (
                 execution_id,
-                None if value is None else _dumps(value),
+                value_json,
                 _error_json(error),
                 None if retryable is None else int(retryable),
                 created_at,
             ),
         )
+        if cursor.rowcount == 1:
+            if value_json is not None and len(value_json) > _CACHED_VALUE_LIMIT:
+                self._results.pop(execution_id, None)
+            else:
+                row = ports.ResultRow(value=value, error=error, retryable=retryable)
+                _bounded(self._results)[execution_id] = row
 
     def result(self, execution_id: int) -> ports.ResultRow | None:
+        if execution_id in self._results:
+            return self._results[execution_id]
         row = self._one(
             "SELECT value, error, retryable FROM results WHERE execution_id = ?", execution_id
         )
         if row is None:
+            _bounded(self._results)[execution_id] = None
             return None
-        return ports.ResultRow(
+        result = ports.ResultRow(
             value=None if row[0] is None else json.loads(row[0]),
             error=None if row[1] is None else model.ErrorInfo(**json.loads(row[1])),
             retryable=None if row[2] is None else bool(row[2]),
         )
+        if row[0] is None or len(row[0]) <= _CACHED_VALUE_LIMIT:
+            _bounded(self._results)[execution_id] = result
+        return result
 
     def insert_completion(
         self,
@@ -587,18 +784,26 @@ class SqliteOrchestrationStore:
         now: int,
         created_by: commands.Principal = None,
     ) -> None:
-        self._db.execute(
+        cursor = self._db.execute(
             "INSERT OR IGNORE INTO completions (execution_id, kind, successor_id, created_at,"
             " created_by) VALUES (?, ?, ?, ?, ?)",
             (execution_id, int(kind), successor_id, now, _dumps(created_by)),
         )
+        if cursor.rowcount == 1:
+            _bounded(self._completions)[execution_id] = (kind, successor_id)
         self._db.execute("DELETE FROM queue WHERE execution_id = ?", (execution_id,))
+        if self._queue is not None:
+            self._queue.discard(execution_id)
 
     def completion(self, execution_id: int) -> tuple[model.Completion, int | None] | None:
+        if execution_id in self._completions:
+            return self._completions[execution_id]
         row = self._one(
             "SELECT kind, successor_id FROM completions WHERE execution_id = ?", execution_id
         )
-        return None if row is None else (model.Completion(row[0]), row[1])
+        completion = None if row is None else (model.Completion(row[0]), row[1])
+        _bounded(self._completions)[execution_id] = completion
+        return completion
 
     # --- Sessions --------------------------------------------------------------------------
 
@@ -716,6 +921,8 @@ class SqliteOrchestrationStore:
         if parsed is None:
             return None
         row = self._one(_INPUT + " WHERE r.external_id = ? AND i.number = ?", *parsed)
+        if row is None and self._run_archived(parsed[0]):
+            return self.input_by_external_id(external_id)
         return None if row is None else _input(row)
 
     def input_by_key(self, run_id: int, key: str, workspaces: list[int]) -> ports.InputRow | None:
@@ -802,12 +1009,12 @@ class SqliteOrchestrationStore:
         )
 
     def asset_by_external_id(self, external_id: str) -> assets.Asset | None:
-        return _asset(
-            self._one(
-                "SELECT id, external_id, name, entries FROM assets WHERE external_id = ?",
-                external_id,
-            )
-        )
+        sql = "SELECT id, external_id, name, entries FROM assets WHERE external_id = ?"
+        row = self._one(sql, external_id)
+        archives = self._archives
+        if row is None and archives is not None and archives.copy_asset(self._db, external_id):
+            row = self._one(sql, external_id)
+        return _asset(row)
 
     def insert_asset(
         self,
@@ -896,6 +1103,8 @@ class SqliteOrchestrationStore:
         row = self._one(
             _STREAM + " WHERE r.external_id = ? AND s.number = ? AND st.number = ?", *parsed
         )
+        if row is None and self._run_archived(parsed[0]):
+            return self.stream_by_external_id(external_id)
         return None if row is None else _stream(row)
 
     def stream_by_step(self, step_id: int, index: int) -> ports.StreamRow | None:
@@ -1115,3 +1324,224 @@ class SqliteOrchestrationStore:
                 " ORDER BY g.stream_id"
             )
         ]
+
+    # --- Pools and workers -------------------------------------------------------------------
+    # Pools are an append-only history per (workspace, name); definitions and launchers are
+    # content-addressed. A worker is live until it has a deactivation row.
+
+    _POOL = (
+        "SELECT p.id, p.workspace_id, p.name, d.hash, d.modules, d.provides, d.accepts,"
+        " l.type, l.config FROM pools p"
+        " LEFT JOIN pool_definitions d ON d.id = p.definition_id"
+        " LEFT JOIN launchers l ON l.id = d.launcher_id"
+    )
+
+    @staticmethod
+    def _pool_row(row: tuple[Any, ...]) -> ports.PoolRow:
+        pool = None
+        if row[3] is not None:
+            launcher = None if row[7] is None else {"type": row[7], **json.loads(row[8])}
+            pool = pools.Pool(
+                modules=tuple(json.loads(row[4])),
+                provides=json.loads(row[5]),
+                accepts=json.loads(row[6]),
+                launcher=launcher,
+            )
+        return ports.PoolRow(
+            id=row[0], workspace_id=row[1], name=row[2], pool=pool, definition_hash=row[3]
+        )
+
+    def current_pools(self, workspace_id: int | None = None) -> list[ports.PoolRow]:
+        """The newest row of every pool that is not deleted (of one workspace, or all)."""
+        where = "" if workspace_id is None else " AND p.workspace_id = ?"
+        args = () if workspace_id is None else (workspace_id,)
+        return [
+            self._pool_row(row)
+            for row in self._all(
+                self._POOL + " WHERE p.definition_id IS NOT NULL AND p.id = (SELECT max(q.id)"
+                " FROM pools q WHERE q.workspace_id = p.workspace_id AND q.name = p.name)"
+                + where
+                + " ORDER BY p.workspace_id, p.name",
+                *args,
+            )
+        ]
+
+    def pool_row(self, pool_id: int) -> ports.PoolRow:
+        return self._pool_row(self._one(self._POOL + " WHERE p.id = ?", pool_id))
+
+    def pool_external_id_used(self, external_id: str) -> int | None:
+        row = self._one("SELECT id FROM pools WHERE external_id = ?", external_id)
+        return None if row is None else int(row[0])
+
+    def _launcher_id(self, launcher: dict[str, Any]) -> int:
+        digest = pools.launcher_hash(launcher)
+        row = self._one("SELECT id FROM launchers WHERE hash = ?", digest)
+        if row is not None:
+            return int(row[0])
+        config = {key: value for key, value in launcher.items() if key != "type"}
+        cursor = self._db.execute(
+            "INSERT INTO launchers (hash, type, config) VALUES (?, ?, ?)",
+            (digest, launcher["type"], _dumps(config)),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def _definition_id(self, pool: pools.Pool) -> int:
+        digest = pools.definition_hash(pool)
+        row = self._one("SELECT id FROM pool_definitions WHERE hash = ?", digest)
+        if row is not None:
+            return int(row[0])
+        launcher_id = None if pool.launcher is None else self._launcher_id(pool.launcher)
+        cursor = self._db.execute(
+            "INSERT INTO pool_definitions (hash, launcher_id, provides, accepts, modules)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (
+                digest,
+                launcher_id,
+                _dumps(pool.provides),
+                _dumps(pool.accepts),
+                _dumps(list(pool.modules)),
+            ),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def insert_pool(
+        self,
+        *,
+        external_id: str,
+        workspace_id: int,
+        name: str,
+        pool: pools.Pool | None,
+        created_at: int,
+        created_by: commands.Principal,
+    ) -> int:
+        definition_id = None if pool is None else self._definition_id(pool)
+        cursor = self._db.execute(
+            "INSERT INTO pools (external_id, workspace_id, name, definition_id, created_at,"
+            " created_by) VALUES (?, ?, ?, ?, ?, ?)",
+            (external_id, workspace_id, name, definition_id, created_at, _dumps(created_by)),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def disabled_pools(self) -> set[tuple[int, str]]:
+        return {
+            (row[0], row[1])
+            for row in self._all(
+                "SELECT s.workspace_id, s.name FROM pool_states s WHERE s.state = 1"
+                " AND s.id = (SELECT max(t.id) FROM pool_states t"
+                " WHERE t.workspace_id = s.workspace_id AND t.name = s.name)"
+            )
+        }
+
+    def insert_pool_state(
+        self,
+        workspace_id: int,
+        name: str,
+        disabled: bool,
+        now: int,
+        principal: commands.Principal,
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO pool_states (workspace_id, name, state, created_at, created_by)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (workspace_id, name, int(disabled), now, _dumps(principal)),
+        )
+
+    def worker_external_id_used(self, external_id: str) -> int | None:
+        row = self._one("SELECT id FROM workers WHERE external_id = ?", external_id)
+        return None if row is None else int(row[0])
+
+    def insert_worker(
+        self, *, external_id: str, pool_id: int, session_id: int, created_at: int
+    ) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO workers (external_id, pool_id, session_id, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (external_id, pool_id, session_id, created_at),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def insert_launch_result(
+        self, worker_id: int, data: dict[str, Any] | None, error: str | None, now: int
+    ) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO worker_launch_results (worker_id, data, error, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (worker_id, None if data is None else _dumps(data), error, now),
+        )
+
+    def insert_worker_state(
+        self, worker_id: int, state: pools.WorkerState, now: int, principal: commands.Principal
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO worker_states (worker_id, state, created_at, created_by)"
+            " VALUES (?, ?, ?, ?)",
+            (worker_id, int(state), now, _dumps(principal)),
+        )
+
+    def insert_worker_stop(self, worker_id: int, now: int) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO worker_stops (worker_id, created_at) VALUES (?, ?)", (worker_id, now)
+        )
+        return int(cursor.lastrowid or 0)
+
+    def insert_worker_stop_result(self, worker_id: int, error: str | None, now: int) -> None:
+        """The result of the worker's latest stop (once)."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO worker_stop_results (stop_id, error, created_at)"
+            " SELECT max(id), ?, ? FROM worker_stops WHERE worker_id = ? HAVING max(id) IS NOT NULL",
+            (error, now, worker_id),
+        )
+
+    def insert_worker_deactivation(
+        self, worker_id: int, error: str | None, logs: str | None, now: int
+    ) -> None:
+        log_id = None
+        if logs:
+            digest = hashlib.sha256(logs.encode()).hexdigest()
+            self._db.execute(
+                "INSERT OR IGNORE INTO worker_logs (hash, content) VALUES (?, ?)", (digest, logs)
+            )
+            (log_id,) = self._one("SELECT id FROM worker_logs WHERE hash = ?", digest)
+        self._db.execute(
+            "INSERT OR IGNORE INTO worker_deactivations (worker_id, error, log_id, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (worker_id, error, log_id, now),
+        )
+
+    def live_workers(self) -> list[ports.WorkerRow]:
+        rows = self._all(
+            "SELECT w.id, w.external_id, w.pool_id,"
+            " CASE WHEN s.expired_at IS NULL THEN w.session_id END, w.created_at,"
+            " r.worker_id IS NOT NULL, r.data,"
+            " (SELECT st.state FROM worker_states st WHERE st.worker_id = w.id"
+            "  ORDER BY st.id DESC LIMIT 1),"
+            " (SELECT x.id FROM worker_stops x WHERE x.worker_id = w.id"
+            "  ORDER BY x.id DESC LIMIT 1)"
+            " FROM workers w"
+            " LEFT JOIN sessions s ON s.id = w.session_id"
+            " LEFT JOIN worker_launch_results r ON r.worker_id = w.id"
+            " WHERE NOT EXISTS (SELECT 1 FROM worker_deactivations d WHERE d.worker_id = w.id)"
+            " ORDER BY w.id"
+        )
+        workers = []
+        for row in rows:
+            stop_id = row[8]
+            stopped = stop_id is not None and (
+                self._one("SELECT 1 FROM worker_stop_results WHERE stop_id = ?", stop_id)
+                is not None
+            )
+            workers.append(
+                ports.WorkerRow(
+                    id=row[0],
+                    external_id=row[1],
+                    pool_id=row[2],
+                    session_id=row[3],
+                    created_at=row[4],
+                    launched=bool(row[5]),
+                    data=None if row[6] is None else json.loads(row[6]),
+                    state=pools.WorkerState(row[7] or 0),
+                    stopping=stop_id is not None and not stopped,
+                    stopped=stopped,
+                )
+            )
+        return workers

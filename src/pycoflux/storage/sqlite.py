@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from importlib import resources
 from pathlib import Path
@@ -9,21 +10,48 @@ from pathlib import Path
 from pycoflux import errors
 
 
-def connect(path: Path | str, *, migrations: bool = True) -> sqlite3.Connection:
-    """Open (creating if needed) a database for the single writer thread that owns it."""
+def connect(
+    path: Path | str, *, migrations: bool = True, synced_by_caller: bool = False
+) -> sqlite3.Connection:
+    """Open (creating if needed) a database for the single writer thread that owns it.
+
+    By default every commit is fsynced (``synchronous=FULL``). A caller that passes
+    ``synced_by_caller`` takes that on itself: commits reach the operating system only
+    (``synchronous=NORMAL``, which in WAL mode still survives a crash of the process),
+    and the caller must ``sync_wal`` before it treats a commit as durable.
+    """
     try:
         connection = sqlite3.connect(
             str(path), isolation_level=None, check_same_thread=False, timeout=30
         )
         connection.execute("PRAGMA journal_mode=WAL")
         # NORMAL is durable across process crashes in WAL mode; FULL adds power-loss safety.
-        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute(f"PRAGMA synchronous={'NORMAL' if synced_by_caller else 'FULL'}")
         connection.execute("PRAGMA foreign_keys=ON")
         if migrations:
             migrate(connection)
     except sqlite3.Error as e:
         raise errors.StoreError(f"cannot open {path}: {e}") from e
     return connection
+
+
+def sync_wal(path: Path) -> None:
+    """Flush the write-ahead log of the database at ``path`` to disk.
+
+    Safe from any thread while the database is in use: it only fsyncs the file. After it
+    returns, every transaction committed before the call survives a power loss, as with
+    ``synchronous=FULL``. SQLite itself syncs the log before it checkpoints it into the
+    main file, so what was checkpointed meanwhile is durable too.
+    """
+    wal = path.with_name(path.name + "-wal")
+    try:
+        descriptor = os.open(wal, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # no log: everything is in the main file, synced by its checkpoint
+    try:
+        getattr(os, "fdatasync", os.fsync)(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def migrate(connection: sqlite3.Connection) -> None:

@@ -12,6 +12,7 @@ import sqlite3
 from typing import Any
 
 from pycoflux.orchestration import checkpoints, inputs, lifecycle, model
+from pycoflux.orchestration import pools as pool_model
 from pycoflux.storage import orchestration
 
 _RESULT_TYPES = {
@@ -896,3 +897,93 @@ def stream(db: sqlite3.Connection, stream_id: str) -> dict[str, Any] | None:
         "totalCount": total,
         "tailSize": STREAM_TAIL,
     }
+
+
+# --- Pools and launched workers ---------------------------------------------------------------
+
+
+def _current_pools(db: sqlite3.Connection, workspace_id: int) -> dict[str, Any]:
+    store = orchestration.SqliteOrchestrationStore(db)
+    return {row.name: row for row in store.current_pools(workspace_id)}
+
+
+def _pool_disabled(db: sqlite3.Connection, workspace_id: int, name: str) -> bool:
+    row = db.execute(
+        "SELECT state FROM pool_states WHERE workspace_id = ? AND name = ? ORDER BY id DESC"
+        " LIMIT 1",
+        (workspace_id, name),
+    ).fetchone()
+    return row is not None and row[0] == 1
+
+
+def pools_topic(db: sqlite3.Connection, workspace: str) -> dict[str, Any] | None:
+    """``workspaces/{ws}/pools``: every current pool, without sensitive launcher fields."""
+    workspace_id = _workspace_id(db, workspace)
+    if workspace_id is None:
+        return None
+    return {
+        name: pool_model.topic(row.pool, _pool_disabled(db, workspace_id, name))
+        for name, row in _current_pools(db, workspace_id).items()
+    }
+
+
+def pools_export(db: sqlite3.Connection, workspace: str) -> tuple[dict[str, Any], str] | None:
+    """``get_pools``: the full pool objects of a workspace and the version of that set."""
+    workspace_id = _workspace_id(db, workspace)
+    if workspace_id is None:
+        return None
+    current = _current_pools(db, workspace_id)
+    etag = pool_model.pools_etag({name: row.definition_hash for name, row in current.items()})
+    return {name: pool_model.export(row.pool) for name, row in current.items()}, etag
+
+
+_WORKERS = """
+SELECT w.external_id, w.created_at, r.data IS NOT NULL, r.created_at, r.error,
+       x.created_at, xr.created_at, xr.error, d.created_at, d.error, lg.content,
+       (SELECT st.state FROM worker_states st WHERE st.worker_id = w.id ORDER BY st.id DESC
+        LIMIT 1),
+       CASE WHEN s.expired_at IS NULL THEN s.external_id END,
+       (SELECT count(*) FROM assignments a WHERE a.session_id = w.session_id)
+FROM workers w
+JOIN pools p ON p.id = w.pool_id
+LEFT JOIN worker_launch_results r ON r.worker_id = w.id
+LEFT JOIN worker_stops x ON x.id = (SELECT max(id) FROM worker_stops WHERE worker_id = w.id)
+LEFT JOIN worker_stop_results xr ON xr.stop_id = x.id
+LEFT JOIN worker_deactivations d ON d.worker_id = w.id
+LEFT JOIN worker_logs lg ON lg.id = d.log_id
+LEFT JOIN sessions s ON s.id = w.session_id
+WHERE p.workspace_id = ? AND p.name = ?
+ORDER BY w.id
+"""
+
+
+def pool_topic(db: sqlite3.Connection, workspace: str, name: str) -> dict[str, Any] | None:
+    """``workspaces/{ws}/pools/{name}``: the pool and every worker it launched."""
+    workspace_id = _workspace_id(db, workspace)
+    if workspace_id is None:
+        return None
+    row = _current_pools(db, workspace_id).get(name)
+    pool = None
+    if row is not None:
+        pool = pool_model.topic(row.pool, _pool_disabled(db, workspace_id, name))
+    workers: dict[str, Any] = {}
+    for w in db.execute(_WORKERS, (workspace_id, name)).fetchall():
+        deactivated = w[8] is not None
+        state = pool_model.WorkerState(w[11] or 0).label
+        workers[w[0]] = {
+            "startingAt": w[1],
+            "startedAt": w[3] if w[2] else None,
+            "startError": w[4],
+            "stoppingAt": w[5],
+            "stoppedAt": w[6],
+            "stopError": w[7],
+            "deactivatedAt": w[8],
+            "error": w[9],
+            "logs": w[10],
+            "state": None if deactivated else state,
+            "sessionId": None if deactivated else w[12],
+            "executions": w[13],
+        }
+    if pool is None and not workers:
+        return None
+    return {"pool": pool, "workers": workers}

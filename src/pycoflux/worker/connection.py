@@ -42,6 +42,7 @@ log = console.get_logger()
 
 FATAL_CLOSE_REASONS = frozenset({"session_invalid", "project_not_found", "workspace_mismatch"})
 _MAX_FRAME = 128 * 1024 * 1024
+_UNTIMED_WRITE_LIMIT = 16 * 1024  # asyncio pauses writers at 64 KiB of buffered output
 
 
 class NotConnectedError(errors.SessionLostError):
@@ -341,6 +342,15 @@ class Connection:
 
     async def _send_raw(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
         text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        transport = ws.transport
+        if (
+            transport is not None
+            and transport.get_write_buffer_size() + len(text) < _UNTIMED_WRITE_LIMIT
+        ):
+            # Far below the transport's high-water mark, the send never waits for the
+            # peer, so the timer (armed and cancelled per frame) is not worth its cost.
+            await ws.send(text)
+            return
         async with asyncio.timeout(self._timings.write_timeout):
             await ws.send(text)
 

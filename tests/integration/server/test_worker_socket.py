@@ -19,6 +19,7 @@ from tests.integration.server.conftest import (
     submit,
 )
 from tests.support.eventually import eventually_async
+from tests.support.frames import raw, submit_params
 from tests.support.server import ServerProcess
 from tests.support.worker_socket import WorkerSocket, create_session
 
@@ -27,17 +28,9 @@ pytestmark = pytest.mark.integration
 MODULE = "app.flows"
 
 
-def raw(data: Any) -> list[Any]:
-    return ["raw", data, []]
-
-
 def child_params(parent_id: str, target: str = "work", **options: Any) -> list[Any]:
-    """``submit`` params for a task with no options (15 positional values)."""
-    params: list[Any] = [MODULE, target, "task", [raw(1)], parent_id, None]
-    params += [None, None, None, None, None, None, False, None, None]
-    if "retries" in options:
-        params[11] = options["retries"]
-    return params
+    """``submit`` params for a task called with ``1`` (options as ``submit_params``)."""
+    return submit_params(MODULE, target, parent_id, arguments=[raw(1)], **options)
 
 
 async def started(
@@ -329,9 +322,7 @@ async def test_submit_replies_with_the_child_and_records_it(
         request_id,
         [f"{run['runId']}:2:1", MODULE, "work"],
     ]
-    grouped = await worker.request(
-        "submit", *child_params(run["executionId"])[:5], 0, *child_params("")[6:]
-    )
+    grouped = await worker.request("submit", *child_params(run["executionId"], group_id=0))
     assert (await worker.reply(grouped))[2][0] == f"{run['runId']}:3:1"
     await worker.command("execute", f"{run['runId']}:2:1")
     topic = await run_topic(client, workspace, run["runId"])

@@ -59,6 +59,13 @@ def scoped_calls(world: World, workspace: str) -> dict[str, dict[str, Any]]:
         "cancel_execution": {"workspaceId": workspace, "executionId": "Rnope:1:1"},
         "rerun_step": {"workspaceId": workspace, "stepId": "Rnope:1"},
         "create_session": {"workspaceId": workspace},
+        "create_pool": {"workspaceId": workspace, "poolName": "p", "pool": {}},
+        "update_pool": {"workspaceId": workspace, "poolName": "p", "pool": {"modules": ["a"]}},
+        "disable_pool": {"workspaceId": workspace, "poolName": "p"},
+        "enable_pool": {"workspaceId": workspace, "poolName": "p"},
+        "update_pools": {"workspaceId": workspace, "pools": {}},
+        "stop_worker": {"workspaceId": workspace, "workerId": "nope"},
+        "resume_worker": {"workspaceId": workspace, "workerId": "nope"},
     }
 
 
@@ -112,6 +119,8 @@ async def test_matrix(serve: Serve) -> None:
             ):
                 response = await h.client.get(path, headers=headers)
                 assert response.status_code == 200, (caller, path, response.text)
+            pools = await h.call("get_pools", {"workspaceId": world.prod}, token)
+            assert pools.status_code == 200, (caller, pools.text)
             put = await h.client.put(f"/blobs/{BLOB_KEY}", content=BLOB, headers=headers)
             assert put.status_code == 204, (caller, put.text)
             get = await h.client.get(f"/blobs/{BLOB_KEY}", headers=headers)

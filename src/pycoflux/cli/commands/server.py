@@ -153,11 +153,21 @@ def server_environment(options: ServerOptions, *, auth_from_config: bool) -> lis
     return [(name, value) for name, value in env if value]
 
 
+def image_reference(image: str) -> str:
+    """``image`` tagged with the API version when it names neither a tag nor a digest.
+
+    Upstream's default image is tagged with the CLI's API version (``:0.12``) so that patch
+    releases are picked up; Docker is opt-in here, so the same rule applies to the named
+    image: ``--image ghcr.io/bitroot/coflux`` runs ``ghcr.io/bitroot/coflux:0.12``.
+    """
+    if image.startswith("sha256:") or "@" in image or ":" in image.rpartition("/")[2]:
+        return image
+    return f"{image}:{'latest' if version.API_VERSION == 'dev' else version.API_VERSION}"
+
+
 def docker_argv(options: ServerOptions, *, auth_from_config: bool) -> list[str]:
     """The ``docker run`` command line of cli.md §4.2 step 5."""
-    image = options.image or f"{DEFAULT_IMAGE}:{version.API_VERSION}"
-    if version.API_VERSION == "dev":
-        image = options.image or f"{DEFAULT_IMAGE}:latest"
+    image = image_reference(options.image or DEFAULT_IMAGE)
     pull = "missing" if image.startswith("sha256:") else "always"
     argv = [
         "docker",
@@ -184,10 +194,13 @@ def run_docker(argv: list[str]) -> int:
         raise errors.CofluxError(f"failed to start docker: {e}") from None
     while True:
         try:
-            return proc.wait()
+            code = proc.wait()
         except KeyboardInterrupt:
             # docker runs in its own process group, so Ctrl-C reaches it only through us.
             proc.send_signal(signal.SIGTERM)
+            continue
+        # Killed by a signal: report it the way a shell does (128 + signal number).
+        return code if code >= 0 else 128 - code
 
 
 def server_config(options: ServerOptions, environ: Mapping[str, str]) -> Any:
@@ -211,6 +224,12 @@ def server_config(options: ServerOptions, environ: Mapping[str, str]) -> Any:
     return server_config_module.from_env(env)
 
 
+def starting(options: ServerOptions) -> None:
+    click.echo(f"Starting Coflux server on port {options.port}...")
+    click.echo(f"Data directory: {options.data_dir}")
+    sys.stdout.flush()
+
+
 @click.command(
     "server",
     cls=grammar.Command,
@@ -219,7 +238,10 @@ def server_config(options: ServerOptions, environ: Mapping[str, str]) -> Any:
 )
 @flag("--port", "-p", kind="int", help="Port to listen on (default 7777)")
 @flag("--data-dir", "-d", help="Data directory (default ./data)")
-@flag("--image", help="Run this Docker image instead of the built-in server")
+@flag(
+    "--image",
+    help="Run this Docker image instead of the built-in server (untagged: the API version tag)",
+)
 @flag("--project", help="Project id (default 'default' unless --public-host starts with %)")
 @flag("--public-host", help="Public host; a leading % enables subdomain projects")
 @flag("--no-auth", kind="bool", help="Disable authentication")
@@ -234,25 +256,24 @@ def server_config(options: ServerOptions, environ: Mapping[str, str]) -> Any:
 def server(obj: Context, /, **flags: Any) -> output.Rendered:
     from pycoflux.server import config as server_config_module
 
-    base = server_config_module.from_env(obj.environ)
+    # The Docker image gets only what the wrapper passes (auth-and-config.md §3.1), so this
+    # shell's own server variables (PORT, COFLUX_SECRET, ...) are a base for the in-process
+    # server alone.
+    environ = {} if obj.string("server.image", flags["image"]) else obj.environ
+    base = server_config_module.from_env(environ)
     options = resolve(obj, base, **flags)
     if not options.project and not (options.public_host or "").startswith("%"):
         options = dataclasses.replace(options, project="default")
         click.echo('No project specified, using "default"')
     prepare_data_dir(options.data_dir)
-    # Parsed even for Docker: a bad value fails here, naming its variable.
-    config = server_config(options, obj.environ)
-    click.echo(f"Starting Coflux server on port {options.port}...")
-    click.echo(f"Data directory: {options.data_dir}")
-    sys.stdout.flush()
     if options.image:
-        # The image may not print its settings; show what it is given (secrets masked).
-        click.echo("Settings:")
-        for line in server_config_module.describe(config):
-            click.echo(line)
+        # Values go to the image as given: it is the image's to accept or refuse them.
+        starting(options)
         auth_from_config = not flags["no_auth"] and options.no_auth
         code = run_docker(docker_argv(options, auth_from_config=auth_from_config))
         return output.Text(exit_code=code)
+    config = server_config(options, environ)
+    starting(options)
     app = importlib.import_module("pycoflux.server.app")
     try:
         app.serve(config)

@@ -68,6 +68,14 @@ class Base:
     def _spawn(self, execution: model.Execution) -> None:
         raise NotImplementedError
 
+    # Implemented by the pool handlers: upkeep at the end of a scheduling pass, and a
+    # session's end reaching the launched worker it belonged to.
+    def _maintain_pools(self) -> None:
+        raise NotImplementedError
+
+    def _session_removed(self, session: LiveSession) -> None:
+        raise NotImplementedError
+
     def _reply(self, result: Any = None) -> None:
         self._effects.append(effects.Reply(result=result))
 

@@ -204,10 +204,10 @@ class Runs(Base):
         if workspace is None or execution is None:
             return self._reject("not_found", status=404)
         target = lifecycle.follow_spawns(self._store, execution.id)
-        if not self._cancel(target, workspace.id, principal=command.principal):
-            # Nothing was live: say so rather than pretend (the worker's cancel is silent).
-            return self._reject("already_completed", status=409)
-        self._tick()
+        # Cancelling what already finished is a no-op that succeeds (server-api.md §4.6),
+        # as the worker's cancel is.
+        if self._cancel(target, workspace.id, principal=command.principal):
+            self._tick()
         self._reply({})
 
     def _rerun_step(self, command: commands.RerunStep) -> None:

@@ -1,11 +1,21 @@
 """The scheduling pass (``semantics.md`` §4.4): defer, resolve from the cache, then
 assign what is due and ready to an eligible session, or spawn it as a run of its own.
+
+The pass reads the queue through its in-memory index (``orchestration/queue.py``) and
+only visits the groups of executions some connected session could take right now, so
+a deep queue that no worker has room for costs nothing per command. Groups are merged
+in queue order, so the oldest due execution still gets the first free session.
 """
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Iterator
+
 from pycoflux.orchestration import caching, checkpoints, deferral, effects, lifecycle, model
+from pycoflux.orchestration import queue as queue_index
 from pycoflux.orchestration.handlers.base import Base
+from pycoflux.orchestration.handlers.sessions import LiveSession
 
 
 class Scheduling(Base):
@@ -15,36 +25,91 @@ class Scheduling(Base):
         """The scheduling pass: defer, resolve from cache, then place what is due and ready."""
         self._tick_requested = False
         self._effects.append(effects.DisarmTimer(key=("tick",)))
-        states: dict[int, model.WorkspaceState] = {}
+        queue = self._store.queue()
+        states: dict[int, bool] = {}
 
         def active(execution: model.Execution) -> bool:
+            """Still queued (not taken earlier in this pass), in an active workspace."""
+            if execution.id not in queue:
+                return False
             if execution.workspace_id not in states:
-                states[execution.workspace_id] = self._store.workspace_state(execution.workspace_id)
-            return states[execution.workspace_id] is model.WorkspaceState.ACTIVE
+                states[execution.workspace_id] = (
+                    self._store.workspace_state(execution.workspace_id)
+                    is model.WorkspaceState.ACTIVE
+                )
+            return states[execution.workspace_id]
 
-        split = deferral.split([e for e in self._store.queued_executions() if active(e)], self._now)
-        for older, newer in split.deferred:
-            self._complete(older.id, model.Completion.DEFERRED, newer.id)
-        for execution in split.due:
-            if self._store.completion(execution.id) is not None:
-                continue  # cancelled or handed off earlier in this pass
-            if execution.attempt == 1 and execution.cache_key is not None:
-                cache = self._store.step_options(execution.step_id).cache or {}
-                hit = caching.cache_hit(self._store, execution, cache, self._now)
-                if hit is not None:
-                    self._complete(execution.id, model.Completion.CACHED, hit)
-                    continue
-            if not self._ready(execution):
+        def due(execution: model.Execution) -> bool:
+            after = execution.execute_after
+            return (after is None or after <= self._now) and active(execution)
+
+        deferrable = queue.deferrable()
+        if deferrable:
+            split = deferral.split([e for e in deferrable if active(e)], self._now)
+            for older, newer in split.deferred:
+                self._complete(older.id, model.Completion.DEFERRED, newer.id)
+        for execution in queue.cached():
+            if not due(execution):
                 continue
-            if execution.type is model.TargetType.WORKFLOW and execution.parent_id is not None:
+            cache = self._store.step_options(execution.step_id).cache or {}
+            hit = caching.cache_hit(self._store, execution, cache, self._now)
+            if hit is not None:
+                self._complete(execution.id, model.Completion.CACHED, hit)
+        for execution in queue.spawns():
+            if due(execution) and self._ready(execution):
                 self._spawn(execution)
-                continue
-            self._assign(execution)
-        if split.future:
-            next_at = min(e.execute_after or self._now for e in split.future)
+        for execution, candidates in self._placeable(queue):
+            if due(execution) and self._ready(execution):
+                self._assign(execution, candidates)
+        next_at = queue.next_due(self._now)
+        if next_at is not None:
             self._effects.append(effects.ArmTimer(key=("tick",), at=next_at))
+        self._maintain_pools()
         if self._tick_requested:
             self._tick()
+
+    def _placeable(
+        self, queue: queue_index.QueueIndex
+    ) -> Iterator[tuple[model.Execution, list[LiveSession]]]:
+        """Queued executions some session could take, in queue order, with those sessions.
+
+        A group drops out as soon as its sessions are full, so the pass never walks the
+        rest of a queue nobody has room for."""
+        free = [
+            session
+            for session in self._sessions.values()
+            if session.connected and not session.draining and not session.full
+        ]
+        if not free:
+            return
+        candidates: dict[queue_index.GroupKey, list[LiveSession]] = {}
+        for session in free:
+            for (module, target), types in session.targets.items():
+                for target_type in types:
+                    key = (session.workspace_id, module, target, target_type)
+                    candidates.setdefault(key, []).append(session)
+        heap: list[tuple[queue_index.SortKey, int, queue_index.GroupKey]] = []
+        groups: dict[queue_index.GroupKey, list[model.Execution]] = {}
+        positions: dict[queue_index.GroupKey, int] = {}
+        for index, key in enumerate(candidates):
+            group = queue.group(key)
+            if group:
+                groups[key] = group
+                positions[key] = 0
+                heap.append((queue_index.sort_key(group[0]), index, key))
+        heapq.heapify(heap)
+        while heap:
+            _, index, key = heapq.heappop(heap)
+            sessions = [s for s in candidates[key] if not s.full]
+            candidates[key] = sessions
+            if not sessions:
+                continue
+            group, position = groups[key], positions[key]
+            yield group[position], sessions
+            position += 1
+            if position < len(group):
+                positions[key] = position
+                heapq.heappush(heap, (queue_index.sort_key(group[position]), index, key))
 
     def _ready(self, execution: model.Execution) -> bool:
         """No dependency keeps it waiting: a suspended select's successor needs any one
@@ -68,20 +133,16 @@ class Scheduling(Base):
                     return False
         return True
 
-    def _assign(self, execution: model.Execution) -> None:
+    def _assign(self, execution: model.Execution, sessions: list[LiveSession]) -> None:
+        """Hand ``execution`` to one of ``sessions`` (free, serving its target) whose tags fit."""
         requires = model.merge_requires(
             self._store.run_requires(execution.run_id),
             self._store.step_options(execution.step_id).requires,
         )
         candidates = [
             session
-            for session in self._sessions.values()
-            if session.connected
-            and not session.draining
-            and not session.full
-            and session.workspace_id == execution.workspace_id
-            and execution.type in session.targets.get((execution.module, execution.target), ())
-            and model.tags_match(requires, session.provides, session.accepts)
+            for session in sessions
+            if not session.full and model.tags_match(requires, session.provides, session.accepts)
         ]
         if not candidates:
             return

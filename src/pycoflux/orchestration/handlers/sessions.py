@@ -37,6 +37,11 @@ class LiveSession:
     starting: set[int] = field(default_factory=set)
     executing: set[int] = field(default_factory=set)
     executions: int = 0
+    # A pool-launched worker's session: its pool, the worker's state, and whether it is
+    # withheld from new work (the worker is not active, or its pool is disabled).
+    pool_name: str | None = None
+    worker_state: str | None = None
+    withheld: bool = False
 
     @property
     def held(self) -> set[int]:
@@ -44,6 +49,9 @@ class LiveSession:
 
     @property
     def full(self) -> bool:
+        """No room for new work: at its concurrency, or withheld."""
+        if self.withheld:
+            return True
         return self.concurrency > 0 and len(self.starting) + len(self.executing) >= self.concurrency
 
 
@@ -138,6 +146,7 @@ class Sessions(Base):
             effects.CloseSession(session_id=external_id, reason=reason, forget=True)
         )
         self._publish("sessions", self._store.workspace_external_id(session.workspace_id))
+        self._session_removed(session)
         self._tick_requested = True
 
     def _declare_targets(self, command: commands.DeclareTargets) -> None:

@@ -87,9 +87,10 @@ async def revoke_token(context: Context) -> Response:
 
 
 async def rotate_epoch(context: Context) -> Response:
-    """Super token only (the check is real). Rotation itself is not wired yet: a stub 204."""
+    """Super token only: archive the project's orchestration database as an epoch now."""
     if context.access.kind != "super":
         raise ApiError(403, "forbidden")
+    await context.host.rotate_epoch()
     return Response(status_code=204)
 
 

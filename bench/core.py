@@ -1,0 +1,164 @@
+"""``python -m bench.core``: the orchestration core alone, on a real SQLite file.
+
+Drives ``Orchestrator`` through the commands a W1 fan-out produces (one workflow
+submits N tasks and gathers them) the way the server's writer applies them: one
+transaction per command with a savepoint, ``synchronous=NORMAL`` (the server fsyncs
+the log on another thread). No sockets, no worker: what is left is the cost of the core
+and the store per command, measured as CPU time of this process, so other load on the
+machine moves it much less than the end-to-end figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from pycoflux.orchestration import commands, core, effects, model
+from pycoflux.storage import orchestration, sqlite
+
+
+class Harness:
+    def __init__(self, path: Path, concurrency: int) -> None:
+        self.db = sqlite.connect(path, synced_by_caller=True)
+        self.store = orchestration.SqliteOrchestrationStore(self.db)
+        self.core = core.Orchestrator(self.store, rng=random.Random(0))
+        self.now = 1_700_000_000_000
+        self.cpu: dict[str, list[float]] = defaultdict(list)
+        self.frames: list[list[Any]] = []
+        self.handle(commands.Start())
+        workspace = self.reply(commands.CreateWorkspace(name="default", base_id=None))["id"]
+        token = self.reply(commands.CreateSession(workspace_id=workspace))["sessionId"]
+        self.session = token.split(".")[0]
+        self.handle(commands.ConnectSession(token=token, workspace_id=workspace))
+        self.handle(
+            commands.DeclareTargets(
+                session_id=self.session,
+                targets={"flows": {"workflow": ["fanout"], "task": ["noop"]}},
+                concurrency=concurrency,
+            )
+        )
+        self.workspace = workspace
+
+    def handle(self, command: commands.Command) -> list[effects.Effect]:
+        self.now += 1
+        started = time.process_time()
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("SAVEPOINT command")
+        produced = self.core.handle(command, self.now)
+        self.db.execute("RELEASE command")
+        self.db.execute("COMMIT")
+        self.cpu[type(command).__name__].append(time.process_time() - started)
+        for effect in produced:
+            if isinstance(effect, effects.Send):
+                self.frames.append(effect.frame)
+        return produced
+
+    def reply(self, command: commands.Command) -> Any:
+        for effect in self.handle(command):
+            if isinstance(effect, effects.Reply):
+                return effect.result
+        raise RuntimeError(f"no reply to {command}")
+
+    def executes(self) -> list[str]:
+        found = [
+            f[1]["params"][0] for f in self.frames if f[0] == 1 and f[1]["command"] == "execute"
+        ]
+        self.frames.clear()
+        return found
+
+
+def fanout(harness: Harness, tasks: int) -> float:
+    """One round: returns the CPU seconds the core spent per task."""
+    root = harness.reply(
+        commands.SubmitWorkflow(
+            workspace_id=harness.workspace,
+            module="flows",
+            target="fanout",
+            arguments=[],
+            options=model.StepOptions(),
+        )
+    )["executionId"]
+    running = harness.executes()
+    assert running == [root], running
+    before = sum(sum(v) for v in harness.cpu.values())
+    children: list[str] = []
+    in_flight: list[str] = []
+    for request in range(1, tasks + 1):
+        harness.handle(
+            commands.SubmitChild(
+                session_id=harness.session,
+                request_id=request,
+                parent_id=root,
+                module="flows",
+                target="noop",
+                type=model.TargetType.TASK,
+                arguments=[["raw", request, []]],
+                group_id=None,
+                options=model.StepOptions(),
+            )
+        )
+        for frame in harness.frames:
+            if frame[0] == 2 and frame[1] == request:
+                children.append(frame[2][0])
+        in_flight.extend(harness.executes())
+        while len(in_flight) > 4:  # the worker finishes tasks while the workflow submits
+            finish(harness, in_flight.pop(0))
+            in_flight.extend(harness.executes())
+    while in_flight:
+        finish(harness, in_flight.pop(0))
+        in_flight.extend(harness.executes())
+    for index, child in enumerate(children):
+        harness.handle(
+            commands.Select(
+                session_id=harness.session,
+                request_id=tasks + 1 + index,
+                execution_id=root,
+                handles=[{"type": "execution", "id": child}],
+                timeout_ms=None,
+                suspend=False,
+            )
+        )
+    finish(harness, root)
+    return (sum(sum(v) for v in harness.cpu.values()) - before) / tasks
+
+
+def finish(harness: Harness, execution_id: str) -> None:
+    harness.handle(
+        commands.RecordResult(
+            session_id=harness.session, execution_id=execution_id, value=["raw", None, []]
+        )
+    )
+    harness.handle(
+        commands.RecordTermination(session_id=harness.session, execution_ids=[execution_id])
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.core", description=__doc__)
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=6)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        harness = Harness(Path(directory) / "orchestration.sqlite", args.concurrency)
+        fanout(harness, args.tasks)  # warm-up
+        harness.cpu.clear()
+        per_task = [fanout(harness, args.tasks) for _ in range(args.rounds)]
+        print(f"W1-like fan-out of {args.tasks}, {args.rounds} rounds after a warm-up")
+        print(f"core + store CPU per task: median {statistics.median(per_task) * 1e6:.0f} us")
+        print(f"{'command':<20} {'count':>7} {'median us':>10} {'mean us':>9}")
+        for name, samples in sorted(harness.cpu.items(), key=lambda item: -sum(item[1])):
+            print(
+                f"{name:<20} {len(samples):>7} {statistics.median(samples) * 1e6:>10.0f}"
+                f" {statistics.fmean(samples) * 1e6:>9.0f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

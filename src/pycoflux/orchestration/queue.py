@@ -1,0 +1,134 @@
+"""The queue of a project held in memory, indexed the way the scheduling pass reads it.
+
+The store's ``queue`` table is the durable record of which executions wait for a
+worker; this index mirrors it so that a pass never rescans that table. Executions are
+grouped by what could take them - (workspace, module, target, type) - so a pass only
+visits the groups some session has room for, and the few that need handling without a
+session (cache checks, deferral, spawned runs) are kept apart. Within a group the order
+is the queue order of ``semantics.md`` §4.4: executions without ``execute_after`` first,
+then by ``execute_after``, then by creation.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+
+from pycoflux.orchestration import model
+
+GroupKey = tuple[int, str, str, model.TargetType]
+SortKey = tuple[bool, int, int, int]
+
+
+def sort_key(execution: model.Execution) -> SortKey:
+    after = execution.execute_after
+    return (after is not None, after or 0, execution.created_at, execution.id)
+
+
+def group_key(execution: model.Execution) -> GroupKey:
+    return (execution.workspace_id, execution.module, execution.target, execution.type)
+
+
+def spawned(execution: model.Execution) -> bool:
+    """A workflow called from an execution starts a run of its own, with no session."""
+    return execution.type is model.TargetType.WORKFLOW and execution.parent_id is not None
+
+
+class QueueIndex:
+    """Queued executions by group, in queue order; kept in step with the ``queue`` table."""
+
+    def __init__(self, executions: Iterable[model.Execution] = ()) -> None:
+        self._items: dict[int, model.Execution] = {}
+        self._groups: dict[GroupKey, dict[int, model.Execution]] = {}
+        self._unsorted: set[GroupKey] = set()
+        self._tails: dict[GroupKey, SortKey] = {}
+        self._cached: dict[int, model.Execution] = {}
+        self._deferrable: dict[int, model.Execution] = {}
+        self._spawns: dict[int, model.Execution] = {}
+        self._future: list[tuple[int, int]] = []  # (execute_after, id); stale entries skipped
+        for execution in sorted(executions, key=sort_key):
+            self.add(execution)
+
+    def __contains__(self, execution_id: int) -> bool:
+        return execution_id in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, execution: model.Execution) -> None:
+        self._items[execution.id] = execution
+        if spawned(execution):
+            self._spawns[execution.id] = execution
+        else:
+            key = group_key(execution)
+            group = self._groups.setdefault(key, {})
+            order = sort_key(execution)
+            tail = self._tails.get(key)
+            if tail is not None and order < tail:
+                self._unsorted.add(key)
+            else:
+                self._tails[key] = order
+            group[execution.id] = execution
+        if execution.attempt == 1 and execution.cache_key is not None:
+            self._cached[execution.id] = execution
+        if execution.defer_key is not None:
+            self._deferrable[execution.id] = execution
+        if execution.execute_after is not None:
+            heapq.heappush(self._future, (execution.execute_after, execution.id))
+
+    def discard(self, execution_id: int) -> None:
+        execution = self._items.pop(execution_id, None)
+        if execution is None:
+            return
+        self._spawns.pop(execution_id, None)
+        self._cached.pop(execution_id, None)
+        self._deferrable.pop(execution_id, None)
+        key = group_key(execution)
+        group = self._groups.get(key)
+        if group is not None:
+            group.pop(execution_id, None)
+            if not group:
+                del self._groups[key]
+                self._tails.pop(key, None)
+                self._unsorted.discard(key)
+
+    def ordered(self, executions: Iterable[model.Execution] | None = None) -> list[model.Execution]:
+        """All queued executions (or the given ones) in queue order."""
+        return sorted(self._items.values() if executions is None else executions, key=sort_key)
+
+    def cached(self) -> list[model.Execution]:
+        """First attempts with a cache key: each pass looks them up first."""
+        return self.ordered(self._cached.values())
+
+    def deferrable(self) -> list[model.Execution]:
+        return self.ordered(self._deferrable.values())
+
+    def spawns(self) -> list[model.Execution]:
+        return self.ordered(self._spawns.values())
+
+    def group(self, key: GroupKey) -> list[model.Execution]:
+        """The group's executions in queue order (a snapshot: safe to change while iterating)."""
+        group = self._groups.get(key)
+        if not group:
+            return []
+        if key in self._unsorted:
+            ordered = sorted(group.values(), key=sort_key)
+            group.clear()
+            group.update((execution.id, execution) for execution in ordered)
+            self._unsorted.discard(key)
+            self._tails[key] = sort_key(ordered[-1])
+        return list(group.values())
+
+    def groups(self) -> list[GroupKey]:
+        return list(self._groups)
+
+    def next_due(self, now: int) -> int | None:
+        """The earliest ``execute_after`` still in the future, for the pass's timer."""
+        while self._future:
+            at, execution_id = self._future[0]
+            execution = self._items.get(execution_id)
+            if execution is None or execution.execute_after != at or at <= now:
+                heapq.heappop(self._future)
+                continue
+            return at
+        return None
