@@ -13,8 +13,10 @@ Commits are pipelined. The writer commits a batch to the operating system and go
 with the next one at once, while a second thread fsyncs the write-ahead log; the effects
 of every batch committed before an fsync started are performed, in commit order, when it
 returns. One fsync thus covers all the batches committed while the previous one ran, and
-the writer never waits for the disk. Reads on the writer thread wait, before they
-answer, for the fsync that covers what they saw.
+under load the writer never waits for the disk. When nothing else is waiting, the writer
+fsyncs right after its commit instead: there is nothing to overlap, and the hand-off
+would only add latency. Reads on the writer thread wait, before they answer, for the
+fsync that covers what they saw.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any, Protocol, TypeVar
 
 from pycoflux.orchestration import commands, core, effects
 from pycoflux.server import config as config_module
-from pycoflux.server import feeds, rotation
+from pycoflux.server import feeds, rotation, writer
 from pycoflux.server import launchers as launchers_module
 from pycoflux.storage import admin as admin_store
 from pycoflux.storage import epochs, sqlite
@@ -80,6 +82,7 @@ class _Committed:
     sequence: int
     batch: list[_Pending]
     outcomes: list[list[effects.Effect] | BaseException]
+    durable: bool  # the writer synced it itself
 
 
 class ProjectHost(rotation.Rotation):
@@ -92,8 +95,8 @@ class ProjectHost(rotation.Rotation):
         self.directory = directory
         self.launchers: launchers_module.Launchers | None = None  # set by Projects
         self._init_rotation(directory, epoch_size)  # orchestration epochs (rotation.py)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-{project_id}")
-        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sync-{project_id}")
+        self._thread = writer.SerialThread(f"store-{project_id}")
+        self._syncer = writer.SerialThread(f"sync-{project_id}")
         self._inbox: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=INBOX_LIMIT)
         # Pipelined commits: batches committed (writer thread) and made durable (syncer).
         self._committed_sequence = 0
@@ -158,8 +161,8 @@ class ProjectHost(rotation.Rotation):
         await self.metrics.close()
         await self._on_thread(self.admin.close)
         self._telemetry.shutdown(wait=True)
-        self._thread.shutdown(wait=True)
-        self._syncer.shutdown(wait=True)
+        self._thread.shutdown()
+        self._syncer.shutdown()
         self._shutdown_rotation()
 
     def end_streams(self) -> None:
@@ -168,7 +171,7 @@ class ProjectHost(rotation.Rotation):
         self.metrics.end_subscriptions()
 
     async def _on_thread(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+        return await self._thread.call(fn)
 
     # --- Commands ------------------------------------------------------------------------
 
@@ -218,26 +221,30 @@ class ProjectHost(rotation.Rotation):
             now = now_ms()
             try:
                 async with self._writer:  # never while an epoch rotates
-                    outcomes = await self._on_thread(lambda b=batch, n=now: self._apply(b, n))  # type: ignore[misc]
+                    outcomes, durable = await self._on_thread(
+                        lambda b=batch, n=now: self._apply(b, n)  # type: ignore[misc]
+                    )
             except Exception as e:
                 log.exception("batch failed in project %s", self.project_id)
                 for pending in batch:
                     if not pending.future.done():
                         pending.future.set_exception(e)
                 continue
-            self._unsynced.put_nowait(_Committed(self._committed_sequence, batch, outcomes))
+            self._unsynced.put_nowait(
+                _Committed(self._committed_sequence, batch, outcomes, durable)
+            )
 
     async def _settle(self) -> None:
         """Fsync the log for every batch committed so far, then perform their effects."""
         assert self._db is not None
         path = self.directory / "orchestration.sqlite"
-        loop = asyncio.get_running_loop()
         while True:
             committed = [await self._unsynced.get()]
             while not self._unsynced.empty():
                 committed.append(self._unsynced.get_nowait())
             try:
-                await loop.run_in_executor(self._syncer, sqlite.sync_wal, path)
+                if not all(item.durable for item in committed):
+                    await self._syncer.call(lambda: sqlite.sync_wal(path))
             except OSError as e:
                 # The disk refused: what these batches did may not survive a power loss,
                 # so none of it is acknowledged (the operator must look at the disk).
@@ -268,8 +275,14 @@ class ProjectHost(rotation.Rotation):
                 elif not future.done():
                     future.set_result(None)
 
-    def _apply(self, batch: list[_Pending], now: int) -> list[list[effects.Effect] | BaseException]:
-        """Apply a batch in one transaction, one savepoint per command (writer thread)."""
+    def _apply(
+        self, batch: list[_Pending], now: int
+    ) -> tuple[list[list[effects.Effect] | BaseException], bool]:
+        """Apply a batch in one transaction, one savepoint per command (writer thread).
+
+        When no other command is waiting, the writer fsyncs the log itself: there is no
+        next batch to overlap the fsync with, and it saves a hand-off to the syncer.
+        Says whether it did."""
         assert self._db is not None and self._core is not None
         db = self._db
         outcomes: list[list[effects.Effect] | BaseException] = []
@@ -293,7 +306,10 @@ class ProjectHost(rotation.Rotation):
             self._store_caches_stale()
             raise
         self._committed_sequence += 1
-        return outcomes
+        if self._inbox.empty():  # read across threads: a hint, either answer is safe
+            sqlite.sync_wal(self.directory / "orchestration.sqlite")
+            return outcomes, True
+        return outcomes, False
 
     def _store_caches_stale(self) -> None:
         if self._store is not None:
