@@ -628,13 +628,16 @@ class OrchestrationEpochs:
         if found is None:
             return False
         epoch_id, run_id = found
+        self._copy_run_from(epoch_id, target, run_id)
+        log.info("run %s copied forward from epoch %s", run_external_id, epoch_id)
+        return True
+
+    def _copy_run_from(self, epoch_id: str, target: sqlite3.Connection, run_id: int) -> None:
         db = epochs.open_read_only(self.partitions.archive_path(epoch_id))
         try:
             copy_runs(db, target, [run_id])
         finally:
             db.close()
-        log.info("run %s copied forward from epoch %s", run_external_id, epoch_id)
-        return True
 
     def idempotent_run(self, key: str, since: int) -> str | None:
         """Read-only: the newest archived run with this idempotency key created since ``since``."""
@@ -684,11 +687,7 @@ class OrchestrationEpochs:
         if found is None:
             return False
         epoch_id, run_id = found
-        db = epochs.open_read_only(self.partitions.archive_path(epoch_id))
-        try:
-            copy_runs(db, target, [run_id])
-        finally:
-            db.close()
+        self._copy_run_from(epoch_id, target, run_id)
         return True
 
     def copy_asset(self, target: sqlite3.Connection, external_id: str) -> bool:

@@ -219,7 +219,20 @@ class SqliteOrchestrationStore:
         """Copy-on-reference: bring an archived run into the active epoch, if there is one."""
         # A run missing from the active epoch had no live execution at the last rotation
         # (those runs were carried forward), so the copy never adds to the queue index.
-        return self._archives is not None and self._archives.copy_run(self._db, run_external_id)
+        if self._archives is None or not self._archives.copy_run(self._db, run_external_id):
+            return False
+        self._resync_queue()
+        return True
+
+    def _resync_queue(self) -> None:
+        """Add to the queue index what a copy from an archive put in the queue table.
+
+        In place rather than rebuilt: a scheduling pass may be holding the index."""
+        if self._queue is None:
+            return
+        for row in self._all(_EXECUTION + " JOIN queue q ON q.execution_id = e.id"):
+            if row[0] not in self._queue:
+                self._queue.add(self._remember(_execution(row)))
 
     def _run_archived(self, run_external_id: str) -> bool:
         """A row of this run is missing: if the run itself is, copy it forward."""
@@ -712,6 +725,7 @@ class SqliteOrchestrationStore:
             # A hit in an archived epoch: its run is copied forward so the hit can link to it.
             names = [self.workspace_external_id(w) for w in workspaces]
             if self._archives.copy_cached(self._db, cache_key, names, succeeded_since):
+                self._resync_queue()
                 row = self._one(sql, *args, *workspaces, succeeded_since, succeeded_since)
         return None if row is None else int(row[0])
 
