@@ -35,6 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the raw samples here")
     parser.add_argument("--keep", action="store_true", help="keep logs and data directories")
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed each server's database with N finished executions first",
+    )
     args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
         print("the benchmark reads /proc for memory figures: Linux only", file=sys.stderr)
@@ -50,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.profile,
         wait_idle=args.wait_idle,
         keep=args.keep,
+        history=args.history,
     )
     print(
         f"-- {platform.python_implementation()} {platform.python_version()},"

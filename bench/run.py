@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.client import Client, result_value
+from bench.history import populate
 from bench.stack import (
+    PROJECT,
     ExecutorMemory,
     ForeignLoad,
     Server,
@@ -47,6 +49,7 @@ class Settings:
     profile: Path | None = None  # py-spy output directory
     wait_idle: float = 0.0  # seconds to wait for an idle machine before each mode
     keep: bool = False
+    history: int = 0  # finished executions seeded into each mode's database first
 
 
 @dataclass(slots=True)
@@ -187,12 +190,14 @@ async def _measure(settings: Settings, server: Server, worker: Worker, result: M
                     _stop_profiler(profiler)
 
 
-def run_mode(settings: Settings, mode: str, root: Path) -> ModeResult:
+def run_mode(settings: Settings, mode: str, root: Path, history: Path | None) -> ModeResult:
     directory = root / mode
     directory.mkdir()
     shutil.copy(WORKLOADS, directory / "benchflows.py")
     result = ModeResult(mode=mode)
     server = Server(directory)
+    if history is not None:
+        shutil.copytree(history, server.data_dir / "projects" / PROJECT)
     server.start()
     try:
         worker = Worker(directory, server, mode, settings.concurrency)
@@ -216,12 +221,16 @@ def run(settings: Settings) -> list[ModeResult]:
     root = Path(tempfile.mkdtemp(prefix="pycoflux-bench-"))
     try:
         results = []
+        seeded = None
+        if settings.history > 0:
+            seeded = root / "history"
+            populate(seeded, settings.history)
         for mode in settings.modes:
             if settings.wait_idle > 0:
                 wait_for_idle(settings.wait_idle)
             print(f"-- {mode}: running (repeats={settings.repeats})", flush=True)
             started = time.monotonic()
-            results.append(run_mode(settings, mode, root))
+            results.append(run_mode(settings, mode, root, seeded))
             print(f"-- {mode}: done in {time.monotonic() - started:.0f} s", flush=True)
         return results
     finally:
@@ -289,6 +298,8 @@ def table(results: list[ModeResult], settings: Settings) -> str:
         f" W2 {settings.chain} tasks, W3 {settings.latency} submissions per round;"
         f" worker concurrency {settings.concurrency or 'default'}.",
     ]
+    if settings.history:
+        notes.append(f"Each server started with {settings.history:,} finished executions.")
     notes += [f"NOTE: {r.mode} ran as {r.effective_mode} (fallback)" for r in fallbacks]
     loads = ", ".join(f"{r.mode} {r.foreign_cpus:.2f}" for r in results)
     notes.append(f"CPUs used by other processes while measuring (of {os.cpu_count()}): {loads}")

@@ -42,7 +42,7 @@ ORDER BY e.created_at DESC, e.id DESC LIMIT 1
 """
 
 
-_CACHE_LIMIT = 50_000
+_CACHE_LIMIT = 10_000
 _CACHED_VALUE_LIMIT = 1024  # results with larger values are read from the database
 
 
