@@ -28,9 +28,12 @@ def fields(**values: Any) -> dict[str, Any]:
     return {"fields": values}
 
 
+_SPECIAL = frozenset(' "=\n')
+
+
 def _quote(value: Any) -> str:
     text = str(value)
-    if not text or any(c in text for c in ' "=\n'):
+    if not text or not _SPECIAL.isdisjoint(text):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     return text
 
@@ -38,10 +41,16 @@ def _quote(value: Any) -> str:
 class KeyValueFormatter(logging.Formatter):
     """Renders ``time=... level=... msg=... key=value`` lines."""
 
+    _second = -1
+    _stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
+        second = int(record.created)
+        if second != self._second:  # one strftime a second: busy workers log a lot
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
         parts = [
-            f"time={stamp}.{int(record.msecs):03d}",
+            f"time={self._stamp}.{int(record.msecs):03d}",
             f"level={record.levelname.lower()}",
             f"msg={_quote(record.getMessage())}",
         ]
