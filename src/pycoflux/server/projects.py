@@ -380,7 +380,7 @@ class ProjectHost(rotation.Rotation):
         busy = (
             self._connections
             or self._listeners
-            or self._timers
+            or any(key != ("tick",) for key in self._timers)  # the periodic pass is no work
             or not self._inbox.empty()
             or self._durable_sequence < self._committed_sequence
             or self.logs.subscribed

@@ -193,6 +193,9 @@ class SqliteOrchestrationStore:
         # Outcomes by execution, present or known absent: every insert goes through here.
         self._completions: dict[int, tuple[model.Completion, int | None] | None] = {}
         self._results: dict[int, ports.ResultRow | None] = {}
+        # Executions created here that nothing has made wait yet (no dependency, input
+        # dependency or stream wait row): most of them, and the pass asks for all three.
+        self._unwaited: set[int] = set()
         self._queue: QueueIndex | None = None
 
     def discard_caches(self) -> None:
@@ -208,6 +211,7 @@ class SqliteOrchestrationStore:
         self._next_numbers.clear()
         self._completions.clear()
         self._results.clear()
+        self._unwaited.clear()
         self._queue = None
 
     def reconnect(self, connection: sqlite3.Connection) -> None:
@@ -563,6 +567,9 @@ class SqliteOrchestrationStore:
         )
         execution_id = int(cursor.lastrowid or 0)
         self._db.execute("INSERT INTO queue (execution_id) VALUES (?)", (execution_id,))
+        if len(self._unwaited) >= _CACHE_LIMIT:
+            self._unwaited.clear()
+        self._unwaited.add(execution_id)
         step = self._steps.get(step_id)
         if step is not None:
             execution = self._remember(
@@ -688,6 +695,7 @@ class SqliteOrchestrationStore:
         return cursor.rowcount > 0
 
     def insert_dependency(self, execution_id: int, dependency_id: int, now: int) -> bool:
+        self._unwaited.discard(execution_id)
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO dependencies (execution_id, dependency_id, created_at)"
             " VALUES (?, ?, ?)",
@@ -696,6 +704,8 @@ class SqliteOrchestrationStore:
         return cursor.rowcount > 0
 
     def dependencies(self, execution_id: int) -> list[int]:
+        if execution_id in self._unwaited:
+            return []
         return [
             row[0]
             for row in self._all(
@@ -987,6 +997,7 @@ class SqliteOrchestrationStore:
         return inputs.Response(row[0]), None if row[1] is None else json.loads(row[1])
 
     def insert_input_dependency(self, execution_id: int, input_id: int, now: int) -> bool:
+        self._unwaited.discard(execution_id)
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO input_dependencies (execution_id, input_id, created_at)"
             " VALUES (?, ?, ?)",
@@ -995,6 +1006,8 @@ class SqliteOrchestrationStore:
         return cursor.rowcount > 0
 
     def input_dependencies(self, execution_id: int) -> list[int]:
+        if execution_id in self._unwaited:
+            return []
         return [
             row[0]
             for row in self._all(
@@ -1296,6 +1309,7 @@ class SqliteOrchestrationStore:
     def insert_stream_wait(
         self, execution_id: int, stream_id: int, sequence: int, now: int
     ) -> None:
+        self._unwaited.discard(execution_id)
         self._db.execute(
             "INSERT OR REPLACE INTO stream_waits (execution_id, stream_id, sequence, created_at)"
             " VALUES (?, ?, ?, ?)",
@@ -1303,6 +1317,8 @@ class SqliteOrchestrationStore:
         )
 
     def stream_waits(self, execution_id: int) -> list[tuple[int, int]]:
+        if execution_id in self._unwaited:
+            return []
         return [
             (row[0], row[1])
             for row in self._all(

@@ -17,6 +17,8 @@ from pycoflux.orchestration import queue as queue_index
 from pycoflux.orchestration.handlers.base import Base
 from pycoflux.orchestration.handlers.sessions import LiveSession
 
+TICK_MS = 5_000  # the longest a project goes without a scheduling pass
+
 
 class Scheduling(Base):
     """The scheduling pass."""
@@ -61,9 +63,9 @@ class Scheduling(Base):
         for execution, candidates in self._placeable(queue):
             if due(execution) and self._ready(execution):
                 self._assign(execution, candidates)
-        next_at = queue.next_due(self._now)
-        if next_at is not None:
-            self._effects.append(effects.ArmTimer(key=("tick",), at=next_at))
+        # The next pass: when delayed work falls due, and at least every 5 s (§4.4).
+        next_at = min(queue.next_due(self._now) or self._now + TICK_MS, self._now + TICK_MS)
+        self._effects.append(effects.ArmTimer(key=("tick",), at=next_at))
         self._maintain_pools()
         if self._tick_requested:
             self._tick()
