@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from bench.stack import (
     Worker,
     peak_rss,
     process_cpu_seconds,
+    rss,
     tree_cpu_seconds,
     wait_for_idle,
 )
@@ -63,6 +65,7 @@ class ModeResult:
     w3_p99_ms: list[float] = field(default_factory=list)
     db_bytes_per_task: list[float] = field(default_factory=list)
     w1_server_cpu_ms: list[float] = field(default_factory=list)  # CPU ms per W1 task
+    w1_server_rss: list[float] = field(default_factory=list)  # MiB when a W1 round is done
     w1_worker_cpu_ms: list[float] = field(default_factory=list)
     w1_executors_cpu_ms: list[float] = field(default_factory=list)
     server_peak_rss: int = 0
@@ -80,12 +83,21 @@ def percentile(samples: list[float], fraction: float) -> float:
 _markers = itertools.count()
 
 
-async def _timed_run(client: Client, directory: Path, target: str, n: int) -> float:
-    """Run a self-timing workflow; wait for its marker file, then check the run succeeded."""
+async def _timed_run(
+    client: Client,
+    directory: Path,
+    target: str,
+    n: int,
+    done: Callable[[], None] | None = None,
+) -> float:
+    """Run a self-timing workflow; wait for its marker file, call ``done``, then check the
+    run succeeded (reading a large run costs the server memory: ``done`` comes first)."""
     marker = directory / f"done-{next(_markers)}"
     run_id = await client.submit(target, n, str(marker))
     while not marker.exists():
         await asyncio.sleep(0.02)
+    if done is not None:
+        done()
     elapsed = float(marker.read_text())
     if float(result_value(await client.poll(run_id))) != elapsed:
         raise RuntimeError(f"run {run_id} returned another figure than it reported")
@@ -103,7 +115,10 @@ async def _w1(
     client: Client, server: Server, worker: Worker, n: int, result: ModeResult | None = None
 ) -> float:
     before, cpu_before = server.database_bytes(), _cpu(server, worker)
-    elapsed = await _timed_run(client, worker.directory, "fanout", n)
+    after: list[int] = []
+    elapsed = await _timed_run(
+        client, worker.directory, "fanout", n, lambda: after.append(rss(server.pid))
+    )
     cpu_after = _cpu(server, worker)
     if result is not None:
         result.db_bytes_per_task.append((server.database_bytes() - before) / n)
@@ -113,6 +128,7 @@ async def _w1(
         result.w1_server_cpu_ms.append(server_s * 1000 / n)
         result.w1_worker_cpu_ms.append(worker_s * 1000 / n)
         result.w1_executors_cpu_ms.append(executors_s * 1000 / n)
+        result.w1_server_rss.append(after[0] / 2**20)
     return n / elapsed
 
 
@@ -252,6 +268,7 @@ _ROWS: list[tuple[str, str, str, bool]] = [
     ("W1 CPU ms/task: worker", "w1_worker_cpu_ms", "{:.2f}", False),
     ("W1 CPU ms/task: executors", "w1_executors_cpu_ms", "{:.2f}", False),
     ("DB bytes/task (W1)", "db_bytes_per_task", "{:.0f}", False),
+    ("server RSS after W1, MiB", "w1_server_rss", "{:.1f}", False),
     ("server peak RSS, MiB", "server_peak_rss", "{:.1f}", False),
     ("worker peak RSS, MiB", "worker_peak_rss", "{:.1f}", False),
     ("executors peak PSS, MiB", "executors_peak_pss", "{:.1f}", False),

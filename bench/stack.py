@@ -174,9 +174,18 @@ class Worker:
 
 def peak_rss(pid: int) -> int:
     """The process's resident-set high-water mark in bytes (0 if unknown)."""
+    return _status_bytes(pid, "VmHWM:")
+
+
+def rss(pid: int) -> int:
+    """The process's resident set now, in bytes (0 if unknown)."""
+    return _status_bytes(pid, "VmRSS:")
+
+
+def _status_bytes(pid: int, field: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass

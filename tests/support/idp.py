@@ -45,6 +45,7 @@ class IdentityProvider:
         self.polls = 0
         self.studio_session = "studio-session-" + secrets.token_hex(8)
         self.exchanges: list[dict[str, Any]] = []
+        self.project_token_ttl = 300  # seconds, as `expiresIn` of a project-token exchange
         self.user_id = "user-7"
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -162,7 +163,7 @@ class IdentityProvider:
             body = await request.json()
             self.exchanges.append(body)
             token = self.studio_token(body["team"], body["host"], sub=self.user_id)
-            return JSONResponse({"token": token, "expiresIn": 300})
+            return JSONResponse({"token": token, "expiresIn": self.project_token_ttl})
 
         return Starlette(
             routes=[

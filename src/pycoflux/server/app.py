@@ -250,6 +250,8 @@ def create_app(config: config_module.ServerConfig) -> Starlette:
                         "access": {"workspaces": list(access.workspaces)},
                     }
                 )
+            elif name == "search" and request.method == "GET":
+                response = await workspaces.search(Context(server, request, host, access))
             else:
                 handler = API_HANDLERS.get(name)
                 if handler is None or request.method != "POST":

@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from pycoflux.protocol import version
 from pycoflux.server import auth, projects, topics
 from pycoflux.server.context import ApiError
+from pycoflux.storage import views
 
 log = logging.getLogger("pycoflux.server.topics")
 
@@ -153,6 +154,16 @@ class TopicSession:
         await self.send([2, channel, value])
         subscription.task = asyncio.create_task(self._follow(subscription), name=f"topic-{channel}")
 
+    async def execute(self, channel: int, topic: Any, action: Any, args: Any) -> None:
+        """An action on a topic; the only one is a search (``workspaces/{ws}/search``)."""
+        match _segments(topic), action, args:
+            case ["workspaces", ws, "search"], "query", [str(query)]:
+                matches = await self._host.read(lambda db, _: views.search(db, ws, query))
+                if matches is not None:
+                    await self.send([1, channel, matches])
+                    return
+        await self.send([0, channel, "not_found"])
+
     def unsubscribe(self, channel: int) -> None:
         subscription = self._subscriptions.pop(channel, None)
         if subscription is not None and subscription.task is not None:
@@ -173,6 +184,8 @@ class TopicSession:
                         await self.subscribe(channel, topic)
                     case [3, int(channel)]:
                         self.unsubscribe(channel)
+                    case [1, int(channel), topic, action, args, *_]:
+                        await self.execute(channel, topic, action, args)
                     case [1, int(channel), *_]:
                         await self.send([0, channel, "not_found"])
         finally:

@@ -367,16 +367,34 @@ class SqliteOrchestrationStore:
     def replace_manifest(
         self, workspace_id: int, module: str, workflows: dict[str, dict[str, object]], now: int
     ) -> None:
+        """Make ``workflows`` the module's manifest; an identical one writes nothing, so
+        its registration time stays that of the first registration (item 77)."""
+        rows = {target: _dumps(definition) for target, definition in sorted(workflows.items())}
+        current = dict(
+            self._all(
+                "SELECT target, definition FROM manifests WHERE workspace_id = ? AND module = ?"
+                " ORDER BY target",
+                workspace_id,
+                module,
+            )
+        )
+        tombstoned = (
+            self._one(
+                "SELECT 1 FROM module_tombstones WHERE workspace_id = ? AND module = ?",
+                workspace_id,
+                module,
+            )
+            is not None
+        )
+        if current == rows and (bool(rows) or tombstoned):
+            return
         self._db.execute(
             "DELETE FROM manifests WHERE workspace_id = ? AND module = ?", (workspace_id, module)
         )
         self._db.executemany(
             "INSERT INTO manifests (workspace_id, module, target, definition, created_at)"
             " VALUES (?, ?, ?, ?, ?)",
-            [
-                (workspace_id, module, target, _dumps(definition), now)
-                for target, definition in workflows.items()
-            ],
+            [(workspace_id, module, target, text, now) for target, text in rows.items()],
         )
         if workflows:
             self._db.execute(
@@ -488,7 +506,7 @@ class SqliteOrchestrationStore:
             ),
         )
         step_id = int(cursor.lastrowid or 0)
-        self._options[step_id] = options
+        _bounded(self._options)[step_id] = options
         _bounded(self._arguments)[step_id] = arguments
         _bounded(self._next_numbers)[run_id] = max(self._next_numbers.get(run_id, 1), number + 1)
         run_external_id = self._run_ids.get(run_id)
@@ -539,7 +557,7 @@ class SqliteOrchestrationStore:
         options = self._options.get(step_id)
         if options is None:
             (text,) = self._one("SELECT options FROM steps WHERE id = ?", step_id)
-            options = self._options[step_id] = options_from_json(text)
+            options = _bounded(self._options)[step_id] = options_from_json(text)
         return options
 
     def step_arguments(self, step_id: int) -> list[model.Value]:

@@ -291,6 +291,68 @@ def modules(db: sqlite3.Connection, workspace: str) -> dict[str, Any] | None:
     return value
 
 
+# --- Search --------------------------------------------------------------------------------
+
+SEARCH_LIMIT = 20
+
+
+def _search_score(words: list[str], parts: list[str]) -> float:
+    """Product over words of the best ``len(word)/len(part)`` among parts it prefixes."""
+    score = 1.0
+    for word in words:
+        score *= max((len(word) / len(part) for part in parts if part.startswith(word)), default=0)
+    return score
+
+
+def _pieces(name: str, separators: str) -> list[str]:
+    pieces = [name]
+    for separator in separators:
+        pieces = [piece for chunk in pieces for piece in chunk.split(separator)]
+    return [name, *(piece for piece in pieces if piece and piece != name)]
+
+
+def search(db: sqlite3.Connection, workspace: str, query: str) -> list[dict[str, Any]] | None:
+    """Modules and targets of a workspace matching ``query`` (server-api.md §4.8), best first."""
+    workspace_id = _workspace_id(db, workspace)
+    if workspace_id is None:
+        return None
+    words = query.split()
+    if not words:
+        return []
+    targets: dict[tuple[str, str], dict[str, Any]] = {}
+    for module, names in _effective_manifests(db, workspace_id).items():
+        for name in names:
+            targets[(module, name)] = {"type": "workflow", "run": None}
+    # The latest step run of each target in this workspace.
+    for module, name, kind, run_id, number, attempt in db.execute(
+        "SELECT s.module, s.target, s.type, r.external_id, s.number, e.attempt"
+        " FROM executions e JOIN steps s ON s.id = e.step_id JOIN runs r ON r.id = s.run_id"
+        " WHERE e.id IN (SELECT MAX(e2.id) FROM executions e2 JOIN steps s2 ON s2.id = e2.step_id"
+        " WHERE e2.workspace_id = ? GROUP BY s2.module, s2.target)",
+        (workspace_id,),
+    ):
+        targets[(module, name)] = {
+            "type": "workflow" if kind == model.TargetType.WORKFLOW else "task",
+            "run": {
+                "runId": run_id,
+                "stepId": f"{run_id}:{number}",
+                "stepNumber": number,
+                "attempt": attempt,
+            },
+        }
+    matches: list[dict[str, Any]] = []
+    for module in sorted({module for module, _ in targets}):
+        score = _search_score(words, _pieces(module, "_."))
+        if score > 0:
+            matches.append({"type": "module", "name": module, "score": score})
+    for (module, name), found in sorted(targets.items()):
+        score = _search_score(words, [*_pieces(module, "_."), *_pieces(name, "_")])
+        if score > 0:
+            matches.append({**found, "module": module, "name": name, "score": score})
+    matches.sort(key=lambda match: -match["score"])
+    return matches[:SEARCH_LIMIT]
+
+
 # --- Runs ----------------------------------------------------------------------------------
 
 

@@ -74,12 +74,17 @@ async def test_item_53_an_expired_sessions_token_is_refused(
 
     # Disconnected but within the reconnection timeout, the token still works.
     assert await topics(token) == 200
+    listed = await admin.get(f"/topics/workspaces/{workspace}/sessions")
+    assert token.split(".")[0] in listed.json()
 
     async def refused() -> bool:
         return await topics(token) == 401
 
     # The session expires RECONNECTION_TIMEOUT_MS (30 s) after the disconnect.
     await eventually_async(refused, timeout=core.RECONNECTION_TIMEOUT_MS / 1000 + 20, interval=0.5)
+    # server-api.md item 111: the expired session is gone from the sessions topic too.
+    sessions = await admin.get(f"/topics/workspaces/{workspace}/sessions")
+    assert sessions.status_code == 200 and token.split(".")[0] not in sessions.json()
     again = await WorkerSocket.connect(secured.ws_url, token, workspace)
     assert await again.closed() == (4000, "session_invalid")
 

@@ -207,7 +207,14 @@ async def test_api49_api50_api87_respond_through_the_api_and_wake_the_waiter(
     waiting = await worker.request(
         "select", [{"type": "input", "id": input_id}], run["executionId"], None, False
     )
-    listing = (await client.get(f"/topics/workspaces/{workspace}/inputs")).json()
+
+    async def listed() -> Any:
+        # The select travels on the socket, the read over HTTP: wait until it is applied.
+        listing = (await client.get(f"/topics/workspaces/{workspace}/inputs")).json()
+        assert input_id in listing, listing
+        return listing
+
+    listing = await eventually_async(listed)
     assert listing[input_id]["runId"] == run["runId"]
     assert listing[input_id]["title"] == "Deploy"
     assert (await client.get(f"/topics/inputs/{input_id}")).json()["active"] is True

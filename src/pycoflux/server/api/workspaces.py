@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from pycoflux.orchestration import commands
 from pycoflux.server.api import fields
 from pycoflux.server.context import ApiError, Context, Handler
+from pycoflux.storage import views
 
 
 async def create_workspace(context: Context) -> Response:
@@ -137,6 +138,18 @@ async def create_session(context: Context) -> Response:
         commands.CreateSession(workspace_id=workspace_id, provides=provides, accepts=accepts)
     )
     return JSONResponse(result)
+
+
+async def search(context: Context) -> Response:
+    """``GET /api/search``: read access only; an unknown workspace cannot be searched."""
+    workspace_id = context.request.query_params.get("workspaceId", "")
+    query = context.request.query_params.get("query", "")
+    if not query.split():
+        return JSONResponse({"matches": []})
+    matches = await context.host.read(lambda db, _: views.search(db, workspace_id, query))
+    if matches is None:
+        raise ApiError(500, "search_failed")
+    return JSONResponse({"matches": matches})
 
 
 HANDLERS: dict[str, Handler] = {
