@@ -381,6 +381,9 @@ def serve(config: config_module.ServerConfig) -> None:
             ws="websockets-sansio",
             ws_max_size=256 * 1024 * 1024,
             ws_ping_interval=None,
+            # Frames are small JSON on loopback or a LAN; compressing each one costs both
+            # ends more CPU than it saves.
+            ws_per_message_deflate=False,
             lifespan="on",
         )
     ).run()

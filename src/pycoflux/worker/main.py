@@ -13,6 +13,7 @@ import functools
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pycoflux import errors
@@ -129,11 +130,21 @@ async def _main(config: WorkerConfig) -> None:
             loop.remove_signal_handler(signum)
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where it is installed (Linux, macOS), else asyncio's default."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - a dependency on every supported platform
+        return None
+    return uvloop.new_event_loop
+
+
 def run(config: WorkerConfig) -> int:
     """Run the worker in the foreground; return the process exit code."""
     console.configure(config.log_level)
     try:
-        asyncio.run(_main(config))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(_main(config))
     except errors.ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
