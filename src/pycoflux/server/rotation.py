@@ -6,6 +6,12 @@ around each batch), waits until everything committed is on disk, then archives t
 and seeds the new one on the writer thread (``storage/archives.py``). The core is not
 rebuilt: the rows it holds ids of keep their ids. Bloom filters are computed on a
 thread of their own and recorded on the writer thread.
+
+Checkpoints (copying the write-ahead log into the main file) are not left to SQLite's
+automatic threshold, which would run them inside a commit on the writer: a thread of
+their own runs one every ``CHECKPOINT_INTERVAL`` while commits come in, on a connection of
+its own, and the writer then copies what was committed meanwhile, between two batches.
+A rotation, which renames the file, never overlaps one (``_file_lock``).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +33,7 @@ log = logging.getLogger("pycoflux.server")
 
 T = TypeVar("T")
 CHECK_INTERVAL = 60.0  # seconds between checks of the orchestration file's size
+CHECKPOINT_INTERVAL = 0.5  # seconds between checkpoints while commits come in
 
 
 class Rotation:
@@ -52,6 +60,11 @@ class Rotation:
         )
         self._background: set[asyncio.Task[Any]] = set()
         self._unindexed: list[str] = []  # archives found without filters at open
+        self._checkpointer = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"checkpoint-{self.project_id}"
+        )
+        self._file_lock = threading.Lock()  # a checkpoint or a rotation, never both
+        self._checkpointed_sequence = 0
         self.last_used = time.monotonic()  # for idle shutdown (``Projects``)
 
     def _open_epochs(self) -> sqlite3.Connection:
@@ -63,6 +76,7 @@ class Rotation:
         for epoch_id in self._unindexed:
             self._spawn(self._build_filters(epoch_id))
         self._spawn(self._check_epoch_size())
+        self._spawn(self._checkpoints())
 
     async def _stop_rotation(self) -> None:
         for task in list(self._background):
@@ -71,6 +85,7 @@ class Rotation:
 
     def _shutdown_rotation(self) -> None:
         self._indexer.shutdown(wait=True)
+        self._checkpointer.shutdown(wait=True)
 
     async def rotate_epoch(self) -> str:
         """Archive the orchestration file now; returns the archived epoch's id."""
@@ -83,7 +98,8 @@ class Rotation:
     def _rotate(self) -> str:
         """On the writer thread, with no batch in flight."""
         try:
-            return self.epochs.rotate(int(time.time() * 1000))
+            with self._file_lock:
+                return self.epochs.rotate(int(time.time() * 1000))
         finally:
             # Whatever happened, continue on the file that is active now.
             self._db = self.epochs.active
@@ -106,6 +122,34 @@ class Rotation:
                     log.info("project %s: epoch %s archived (size)", self.project_id, epoch_id)
             except Exception:
                 log.exception("epoch rotation failed in project %s", self.project_id)
+
+    async def _checkpoints(self) -> None:
+        loop = asyncio.get_running_loop()
+        path = self.directory / "orchestration.sqlite"
+
+        def checkpoint() -> None:
+            with self._file_lock:
+                sqlite.checkpoint(path)
+
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            sequence = self._committed_sequence
+            if sequence == self._checkpointed_sequence:
+                continue
+            try:
+                await loop.run_in_executor(self._checkpointer, checkpoint)
+                # Commits made meanwhile are still in the log only; the writer copies
+                # those few pages itself, between two batches, so that its next commit
+                # can start the log over instead of growing it.
+                await self._on_thread(self._finish_checkpoint)
+            except Exception:
+                log.exception("checkpoint failed in project %s", self.project_id)
+            else:
+                self._checkpointed_sequence = sequence
+
+    def _finish_checkpoint(self) -> None:
+        if self._db is not None:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)

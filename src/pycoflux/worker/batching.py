@@ -13,6 +13,9 @@ from pycoflux.worker import console
 
 log = console.get_logger()
 
+RETRY_MIN = 0.5  # seconds before the first retry of a failed batch
+RETRY_MAX = 10.0
+
 
 class DeliveryError(errors.WorkerError):
     """Buffered entries could not be delivered."""
@@ -21,7 +24,9 @@ class DeliveryError(errors.WorkerError):
 class HttpBatcher:
     """Buffers entries and POSTs ``{<key>: [entries]}`` by size or after ``flush_interval``.
 
-    A failed batch goes back to the front of the buffer and is retried on the next trigger.
+    A failed batch goes back to the front of the buffer and is retried on the next trigger,
+    which is at the latest a retry timer (``RETRY_MIN`` doubling up to ``RETRY_MAX``): the
+    last entries of a run are delivered even when nothing is logged after them.
     """
 
     def __init__(
@@ -47,6 +52,7 @@ class HttpBatcher:
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._retry_delay = RETRY_MIN
 
     def add(self, entry: Mapping[str, object]) -> None:
         self._buffer.append(entry)
@@ -67,7 +73,17 @@ class HttpBatcher:
         try:
             await self.flush()
         except DeliveryError as exc:
-            log.warning(f"{self._name} delivery failed", extra=console.fields(error=exc))
+            log.warning(
+                f"{self._name} delivery failed, retrying",
+                extra=console.fields(error=exc, retry_in=self._retry_delay),
+            )
+            if not self._closed and self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(
+                    self._retry_delay, self._trigger
+                )
+            self._retry_delay = min(self._retry_delay * 2, RETRY_MAX)
+        else:
+            self._retry_delay = RETRY_MIN
 
     async def flush(self) -> None:
         """Send everything buffered now; raises ``DeliveryError`` if a batch fails."""
@@ -88,6 +104,7 @@ class HttpBatcher:
 
     async def close(self) -> None:
         """Final flush (best effort) and stop."""
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
