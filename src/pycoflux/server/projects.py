@@ -15,7 +15,8 @@ of every batch committed before an fsync started are performed, in commit order,
 returns. One fsync thus covers all the batches committed while the previous one ran, and
 under load the writer never waits for the disk. When nothing else is waiting, the writer
 fsyncs right after its commit instead: there is nothing to overlap, and the hand-off
-would only add latency. Reads on the writer thread wait, before they answer, for the
+would only add latency; the batch loop then performs the effects itself when every
+earlier batch is settled. Reads on the writer thread wait, before they answer, for the
 fsync that covers what they saw.
 """
 
@@ -102,6 +103,7 @@ class ProjectHost(rotation.Rotation):
         self._committed_sequence = 0
         self._durable_sequence = 0
         self._unsynced: asyncio.Queue[_Committed] = asyncio.Queue()
+        self._settling = False  # ``_settle`` is between taking batches and finishing them
         self._durable_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._connections: dict[str, Connection] = {}
         self._outbox: dict[str, list[list[Any]]] = {}
@@ -230,9 +232,13 @@ class ProjectHost(rotation.Rotation):
                     if not pending.future.done():
                         pending.future.set_exception(e)
                 continue
-            self._unsynced.put_nowait(
-                _Committed(self._committed_sequence, batch, outcomes, durable)
-            )
+            committed = _Committed(self._committed_sequence, batch, outcomes, durable)
+            if durable and not self._settling and self._unsynced.empty():
+                # Synced by the writer, and every earlier batch is settled: its effects
+                # can go now, without the hand-off to ``_settle``.
+                self._finish([committed])
+            else:
+                self._unsynced.put_nowait(committed)
 
     async def _settle(self) -> None:
         """Fsync the log for every batch committed so far, then perform their effects."""
@@ -240,40 +246,48 @@ class ProjectHost(rotation.Rotation):
         path = self.directory / "orchestration.sqlite"
         while True:
             committed = [await self._unsynced.get()]
-            while not self._unsynced.empty():
-                committed.append(self._unsynced.get_nowait())
+            self._settling = True
             try:
-                if not all(item.durable for item in committed):
-                    await self._syncer.call(lambda: sqlite.sync_wal(path))
-            except OSError as e:
-                # The disk refused: what these batches did may not survive a power loss,
-                # so none of it is acknowledged (the operator must look at the disk).
-                log.critical("cannot sync the log of project %s: %s", self.project_id, e)
-                for item in committed:
-                    for pending in item.batch:
-                        if not pending.future.done():
-                            pending.future.set_exception(e)
-                continue
-            for item in committed:
-                for pending, outcome in zip(item.batch, item.outcomes, strict=True):
-                    if isinstance(outcome, BaseException):
-                        pending.future.set_exception(outcome)
-                        continue
-                    try:
-                        reply = self._perform(outcome)
-                    except Exception as e:
-                        log.exception("effects of %r failed", type(pending.command).__name__)
-                        reply = None
-                        pending.future.set_exception(e)
-                    if not pending.future.done():
-                        pending.future.set_result(reply)
-            self._durable_sequence = committed[-1].sequence
-            waiters, self._durable_waiters = self._durable_waiters, []
-            for sequence, future in waiters:
-                if sequence > self._durable_sequence:
-                    self._durable_waiters.append((sequence, future))
-                elif not future.done():
-                    future.set_result(None)
+                while not self._unsynced.empty():
+                    committed.append(self._unsynced.get_nowait())
+                try:
+                    if not all(item.durable for item in committed):
+                        await self._syncer.call(lambda: sqlite.sync_wal(path))
+                except OSError as e:
+                    # The disk refused: what these batches did may not survive a power
+                    # loss, so none of it is acknowledged (the operator must look at it).
+                    log.critical("cannot sync the log of project %s: %s", self.project_id, e)
+                    for item in committed:
+                        for pending in item.batch:
+                            if not pending.future.done():
+                                pending.future.set_exception(e)
+                    continue
+                self._finish(committed)
+            finally:
+                self._settling = False
+
+    def _finish(self, committed: list[_Committed]) -> None:
+        """Perform the effects of durable batches, in commit order; wake durable reads."""
+        for item in committed:
+            for pending, outcome in zip(item.batch, item.outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    pending.future.set_exception(outcome)
+                    continue
+                try:
+                    reply = self._perform(outcome)
+                except Exception as e:
+                    log.exception("effects of %r failed", type(pending.command).__name__)
+                    reply = None
+                    pending.future.set_exception(e)
+                if not pending.future.done():
+                    pending.future.set_result(reply)
+        self._durable_sequence = committed[-1].sequence
+        waiters, self._durable_waiters = self._durable_waiters, []
+        for sequence, future in waiters:
+            if sequence > self._durable_sequence:
+                self._durable_waiters.append((sequence, future))
+            elif not future.done():
+                future.set_result(None)
 
     def _apply(
         self, batch: list[_Pending], now: int
