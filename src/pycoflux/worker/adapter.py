@@ -79,12 +79,19 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name}")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def decode_line(line: bytes) -> Any:
+    if line[:1] == b"{" and line[1:2] != b"\x00":
+        # What ``json.loads`` would detect for such bytes (no BOM, not UTF-16/32): UTF-8.
+        return _DECODER.decode(line.decode("utf-8", "surrogatepass"))
     return json.loads(line, parse_constant=_reject_constant)
 
 
 def encode_line(message: Mapping[str, Any]) -> bytes:
-    return (json.dumps(message, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    return (_ENCODER.encode(message) + "\n").encode()
 
 
 class ChildProcess(Protocol):
@@ -269,11 +276,21 @@ class AdapterProcess:
         """Write one line; raises ``AdapterError`` when stdin is gone."""
         data = encode_line(message)
         stdin = self._process.stdin
+        if not self._write_lock.locked() and not stdin.is_closing():
+            # Nobody waits for the pipe: write now, and wait only if it did not all go.
+            try:
+                stdin.write(data)
+            except (ConnectionError, OSError) as exc:
+                raise errors.AdapterError(f"cannot write to executor: {exc}") from exc
+            if not stdin.transport.get_write_buffer_size() and not stdin.is_closing():
+                return
+            data = b""
         async with self._write_lock:
             if stdin.is_closing():
                 raise errors.AdapterError("executor stdin is closed")
             try:
-                stdin.write(data)
+                if data:
+                    stdin.write(data)
                 await stdin.drain()
             except (ConnectionError, OSError) as exc:
                 raise errors.AdapterError(f"cannot write to executor: {exc}") from exc

@@ -43,6 +43,25 @@ log = console.get_logger()
 FATAL_CLOSE_REASONS = frozenset({"session_invalid", "project_not_found", "workspace_mismatch"})
 _MAX_FRAME = 128 * 1024 * 1024
 _UNTIMED_WRITE_LIMIT = 16 * 1024  # asyncio pauses writers at 64 KiB of buffered output
+_BATCH_BYTES = 64 * 1024  # frames queued together are written together, up to about this
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+class _CoalescingConnection(ClientConnection):
+    """Writes the frames of one ``send_context`` with one transport write.
+
+    The transport sends each write at once (a syscall each); frames queued together
+    (several executions' reports, a burst of stream items) need only one.
+    """
+
+    def send_data(self) -> None:
+        chunks = self.protocol.data_to_send()
+        if chunks and all(chunks):
+            self.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            return
+        # An end-of-stream marker among them (closing): the base class handles it.
+        self.protocol.writes[:0] = chunks
+        super().send_data()
 
 
 class NotConnectedError(errors.SessionLostError):
@@ -210,10 +229,12 @@ class Connection:
         """
         future = self._enqueue(_Kind.REQUEST, request, params, execution_id, False, policy)
         try:
+            # Awaited directly: a cancelled caller cancels the future, which withdraws
+            # the request exactly as the ``finally`` below does.
             if timeout is None:
-                return await asyncio.shield(future)
+                return await future
             async with asyncio.timeout(timeout):
-                return await asyncio.shield(future)
+                return await future
         except TimeoutError:
             if not self._session_ready:
                 raise NotConnectedError() from None
@@ -265,6 +286,7 @@ class Connection:
                     # Frames are small JSON (large values travel as blobs), and deflating
                     # each one costs CPU on both ends; upstream's worker does not offer it.
                     compression=None,
+                    create_connection=_CoalescingConnection,
                 ) as ws:
                     established = True
                     await self._serve(ws)
@@ -341,18 +363,7 @@ class Connection:
             self._on_lost()
 
     async def _send_raw(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
-        text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        transport = ws.transport
-        if (
-            transport is not None
-            and transport.get_write_buffer_size() + len(text) < _UNTIMED_WRITE_LIMIT
-        ):
-            # Far below the transport's high-water mark, the send never waits for the
-            # peer, so the timer (armed and cancelled per frame) is not worth its cost.
-            await ws.send(text)
-            return
-        async with asyncio.timeout(self._timings.write_timeout):
-            await ws.send(text)
+        await self._write_frames(ws, [_ENCODER.encode(frame).encode()])
 
     def _handle_frame(self, raw: str) -> bool:
         """Dispatch one server frame; True when it was the session frame."""
@@ -424,12 +435,45 @@ class Connection:
             while not self._outbox:
                 self._wake.clear()
                 await self._wake.wait()
-            item = self._outbox[0]
+            batch, frames = self._take_batch()
+            if not frames:
+                continue
+            try:
+                await self._write_frames(ws, frames)
+            except BaseException as exc:
+                # Not written: back to the front, in order, for ``_on_lost`` to sort out.
+                self._outbox.extendleft(reversed([item for item, _ in batch]))
+                if not isinstance(exc, ConnectionClosed | TimeoutError | OSError):
+                    raise
+                log.warning("write failed", extra=console.fields(error=exc or type(exc).__name__))
+                transport = getattr(ws, "transport", None)
+                if transport is not None:
+                    transport.abort()
+                return
+            for item, request_id in batch:
+                if request_id is not None:
+                    self._inflight[request_id] = item
+                elif not item.done.done():
+                    item.done.set_result(None)
+
+    def _take_batch(self) -> tuple[list[tuple[_Outgoing, int | None]], list[bytes]]:
+        """Encode frames from the front of the outbox, in order, up to a barrier or a size.
+
+        What is queued together is written together: one socket write for the lot.
+        """
+        batch: list[tuple[_Outgoing, int | None]] = []
+        frames: list[bytes] = []
+        size = 0
+        outbox = self._outbox
+        while outbox and size < _BATCH_BYTES:
+            item = outbox[0]
             if item.done.done():
-                self._outbox.popleft()
+                outbox.popleft()
                 continue
             if item.kind is _Kind.BARRIER:
-                self._outbox.popleft()
+                if frames:
+                    break  # resolved once the frames before it are written
+                outbox.popleft()
                 item.done.set_result(None)
                 continue
             frame: dict[str, Any] = {"request": item.request}
@@ -438,25 +482,39 @@ class Connection:
             request_id = None
             if item.kind is _Kind.REQUEST:
                 request_id = self._next_id
-                self._next_id += 1
                 frame["id"] = request_id
             try:
-                await self._send_raw(ws, frame)
+                data = _ENCODER.encode(frame).encode()
             except ValueError as exc:
-                self._outbox.popleft()
+                outbox.popleft()
                 item.done.set_exception(errors.WorkerError(f"cannot encode {item.request}: {exc}"))
                 continue
-            except (ConnectionClosed, TimeoutError, OSError) as exc:
-                log.warning("write failed", extra=console.fields(error=exc or type(exc).__name__))
-                transport = getattr(ws, "transport", None)
-                if transport is not None:
-                    transport.abort()
-                return
-            self._outbox.popleft()
             if request_id is not None:
-                self._inflight[request_id] = item
-            else:
-                item.done.set_result(None)
+                self._next_id += 1
+            outbox.popleft()
+            batch.append((item, request_id))
+            frames.append(data)
+            size += len(data)
+        return batch, frames
+
+    async def _write_frames(self, ws: ClientConnection, frames: list[bytes]) -> None:
+        """Write text frames, one message each, in one ``send_context`` (and one socket write)."""
+        transport = ws.transport
+        size = sum(len(data) for data in frames)
+        if (
+            transport is not None
+            and transport.get_write_buffer_size() + size < _UNTIMED_WRITE_LIMIT
+        ):
+            # Far below the transport's high-water mark, the send never waits for the
+            # peer, so the timer (armed and cancelled per batch) is not worth its cost.
+            async with ws.send_context():
+                for data in frames:
+                    ws.protocol.send_text(data)
+            return
+        async with asyncio.timeout(self._timings.write_timeout):
+            async with ws.send_context():
+                for data in frames:
+                    ws.protocol.send_text(data)
 
     async def _heartbeat_loop(self) -> None:
         while True:

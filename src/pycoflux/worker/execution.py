@@ -20,13 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NotRequired, Protocol, TypedDict
 
 from pycoflux import errors
@@ -43,6 +39,7 @@ from pycoflux.worker.requests import RequestHandlers, describe, optional_int, re
 from pycoflux.worker.streams import ProducerStreams, Subscription
 from pycoflux.worker.tracebacks import error_tuple, parse_frames
 from pycoflux.worker.values import ValueCodec
+from pycoflux.worker.workdirs import WorkDirs
 
 log = console.get_logger()
 
@@ -113,6 +110,7 @@ class Services:
     log_store: HttpBatcher
     metric_store: HttpBatcher
     timings: Timings
+    workdirs: WorkDirs
 
 
 class ExecutionHost(Protocol):
@@ -148,7 +146,7 @@ class Execution:
         self._process: AdapterProcess | None = None
         self._executing = False  # ``execute`` has been written
         self._returned = False  # a reusable process said ``ready`` again: it is free
-        self._workdir: Path | None = None
+        self._workdir: str | None = None
         self._requests: dict[Any, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._deadline: asyncio.TimerHandle | None = None
@@ -171,33 +169,25 @@ class Execution:
             started=self.received_at,
         )
         self._producers = ProducerStreams(self._on_stream_idle)
-        self._notifications: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
-            "execution_result": self._on_result,
-            "execution_error": self._on_error,
-            "log": self._on_log,
-            "register_group": self._on_register_group,
-            "define_metric": self._on_define_metric,
-            "metric": self._on_metric,
-            "checkpoint_update": self._on_checkpoint_update,
-            "stream_append": self._on_stream_append,
-            "stream_close": self._on_stream_close,
-            "stream_subscribe": self._on_stream_subscribe,
-            "stream_ack": self._on_stream_ack,
-            "stream_unsubscribe": self._on_stream_unsubscribe,
-        }
-        self._handlers = RequestHandlers(
-            execution_id=self.id,
-            connection=self._connection,
-            codec=self._codec,
-            blobs=services.blobs,
-            log_store=services.log_store,
-            metric_store=services.metric_store,
-            timings=self._timings,
-            checkpoints=self._checkpoints,
-            metrics=self._metrics,
-            producers=self._producers,
-            on_suspended=self._on_suspended,
-        )
+        self._handlers: RequestHandlers | None = None  # made on the first request
+
+    def _request_handlers(self) -> RequestHandlers:
+        if self._handlers is None:
+            services = self._services
+            self._handlers = RequestHandlers(
+                execution_id=self.id,
+                connection=self._connection,
+                codec=self._codec,
+                blobs=services.blobs,
+                log_store=services.log_store,
+                metric_store=services.metric_store,
+                timings=self._timings,
+                checkpoints=self._checkpoints,
+                metrics=self._metrics,
+                producers=self._producers,
+                on_suspended=self._on_suspended,
+            )
+        return self._handlers
 
     # --- state ------------------------------------------------------------------------
 
@@ -368,8 +358,8 @@ class Execution:
         if self.aborted or self.killed:
             return False
         try:
-            # One mkdir: cheaper inline than the thread hop that would carry it.
-            self._workdir = Path(tempfile.mkdtemp(prefix="coflux-exec-"))
+            # At most one mkdir: cheaper inline than the thread hop that would carry it.
+            self._workdir = self._services.workdirs.acquire()
         except OSError as exc:
             self._report_internal(f"failed to create working directory: {exc}")
             return False
@@ -378,7 +368,7 @@ class Execution:
             "module": assignment.module,
             "target": assignment.target,
             "arguments": arguments,
-            "working_dir": str(self._workdir),
+            "working_dir": self._workdir,
         }
         if assignment.streams is not None:
             params["streams"] = assignment.streams
@@ -427,14 +417,14 @@ class Execution:
             if "id" in message:
                 self._dispatch_request(message["id"], method, params)
                 continue
-            handler = self._notifications.get(str(method))
+            handler = _NOTIFICATIONS.get(str(method))
             if handler is None:
                 log.warning(
                     "ignoring unknown adapter notification", extra=self._fields(method=method)
                 )
                 continue
             try:
-                await handler(params)
+                await handler(self, params)
             except (errors.WorkerError, OSError, ValueError, TypeError) as exc:
                 log.warning(
                     "failed to handle adapter notification",
@@ -458,7 +448,7 @@ class Execution:
         task.add_done_callback(done)
 
     async def _serve_request(self, request_id: Any, method: str, params: dict[str, Any]) -> None:
-        response = await self._handlers.respond(request_id, method, params)
+        response = await self._request_handlers().respond(request_id, method, params)
         process = self._process
         if process is None or self.aborted or self.timed_out or self.killed:
             return
@@ -565,10 +555,7 @@ class Execution:
             await self._flush_checkpoints()
         await self._checkpoints.close()
         if self._workdir is not None:
-            try:
-                os.rmdir(self._workdir)  # usually empty: no need for a thread
-            except OSError:
-                await asyncio.to_thread(shutil.rmtree, self._workdir, True)
+            await self._services.workdirs.release(self._workdir)
         if process is not None:
             self._services.pool.release(process, reuse=reuse)
         self.terminated = True
@@ -755,3 +742,20 @@ class Execution:
             "stream_force_close", {"execution_id": self.id, "index": index, "reason": "timeout"}
         )
         self._maybe_finish()
+
+
+# Adapter notifications and their handlers (a table per class, not per execution).
+_NOTIFICATIONS: dict[str, Callable[[Execution, dict[str, Any]], Awaitable[None]]] = {
+    "execution_result": Execution._on_result,
+    "execution_error": Execution._on_error,
+    "log": Execution._on_log,
+    "register_group": Execution._on_register_group,
+    "define_metric": Execution._on_define_metric,
+    "metric": Execution._on_metric,
+    "checkpoint_update": Execution._on_checkpoint_update,
+    "stream_append": Execution._on_stream_append,
+    "stream_close": Execution._on_stream_close,
+    "stream_subscribe": Execution._on_stream_subscribe,
+    "stream_ack": Execution._on_stream_ack,
+    "stream_unsubscribe": Execution._on_stream_unsubscribe,
+}

@@ -30,6 +30,7 @@ from pycoflux.worker.discovery import Manifest, discover
 from pycoflux.worker.execution import Assignment, Execution, Services
 from pycoflux.worker.pool import ExecutorPool
 from pycoflux.worker.values import ValueCodec
+from pycoflux.worker.workdirs import WorkDirs
 
 log = console.get_logger()
 
@@ -77,6 +78,8 @@ class WorkerInstance:
         self._pool: ExecutorPool | None = None
         self._log_store: HttpBatcher | None = None
         self._metric_store: HttpBatcher | None = None
+        # Recycled directories: at most one per execution that can run at once.
+        self._workdirs = WorkDirs(keep=self._concurrency)
         self.manifest: Manifest | None = None
         self.session_token: str | None = None
         self.workspace_id: str | None = None
@@ -187,6 +190,7 @@ class WorkerInstance:
             log_store=self._log_store,
             metric_store=self._metric_store,
             timings=self._timings,
+            workdirs=self._workdirs,
         )
         # Warm executors come up before connecting: launchers wait for them.
         await self._pool.start()
@@ -280,6 +284,7 @@ class WorkerInstance:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        self._workdirs.close()
 
     def kill_processes(self) -> None:
         """Emergency exit: SIGKILL every executor now."""

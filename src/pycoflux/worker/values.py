@@ -19,10 +19,13 @@ class ValueFormatError(errors.WorkerError):
     """A value had an unexpected shape."""
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode_json(data: Any) -> bytes:
     """Compact strict JSON, the byte form measured against the blob threshold."""
     try:
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return _ENCODER.encode(data).encode()
     except ValueError as exc:
         raise ValueFormatError(f"value is not strict JSON: {exc}") from exc
 

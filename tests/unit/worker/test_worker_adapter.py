@@ -169,3 +169,22 @@ def test_detect_adapter_prefers_a_project_venv(tmp_path: Path) -> None:
     assert adapter.detect_adapter(tmp_path) == (".venv/bin/python", "-m", "coflux")
     resolved = adapter.resolve_argv(adapter.detect_adapter(tmp_path), tmp_path)
     assert resolved[0] == str(tmp_path / ".venv/bin/python")
+
+
+def test_decode_line_reads_utf8_and_other_encodings_like_json_loads() -> None:
+    assert adapter.decode_line('{"a":"é","b":[1,2.5,null]}\n'.encode()) == {
+        "a": "é",
+        "b": [1, 2.5, None],
+    }
+    assert adapter.decode_line(b'\xef\xbb\xbf{"a":1}') == {"a": 1}  # UTF-8 BOM
+    assert adapter.decode_line('{"a":1}'.encode("utf-16-le")) == {"a": 1}
+    assert adapter.decode_line(b"[1]") == [1]
+    for constant in (b'{"a":NaN}', b'{"a":Infinity}', b"[-Infinity]"):
+        with pytest.raises(ValueError, match="non-finite"):
+            adapter.decode_line(constant)
+    with pytest.raises(ValueError):
+        adapter.decode_line(b"{not json")
+
+
+def test_encode_line_is_compact_unescaped_json() -> None:
+    assert adapter.encode_line({"a": "é", "b": [1, None]}) == '{"a":"é","b":[1,null]}\n'.encode()

@@ -211,3 +211,52 @@ async def test_fatal_close_reason_stops_the_connection(server: tuple[Server, str
     )
     with pytest.raises(errors.FatalSessionError, match="session_invalid"):
         await asyncio.wait_for(connection.run(), 10)
+
+
+async def test_frames_queued_together_go_in_one_write_in_order(connected) -> None:
+    state, connection, _handler = connected
+    ws = connection._ws
+    assert ws is not None and ws.transport is not None
+    transport = ws.transport
+    writes: list[bytes] = []
+    original = transport.write
+
+    def counting(data: bytes) -> None:
+        writes.append(bytes(data))
+        original(data)
+
+    transport.write = counting  # type: ignore[method-assign]
+    try:
+        state.replies["submit"] = ["E2", "m", "t"]
+        reply = asyncio.create_task(connection.request("submit", ["m", "t"], execution_id="E1"))
+        await asyncio.sleep(0)  # the request task queues its frame
+        for i in range(5):
+            connection.notify("stream_append", ["E1", 0, i, ["raw", i, []]], execution_id="E1")
+        connection.notify("stream_close", ["E1", 0, None], execution_id="E1")
+        await connection.barrier(5)
+        assert len(writes) == 1  # seven frames, one socket write
+        assert await asyncio.wait_for(reply, 5) == ["E2", "m", "t"]
+    finally:
+        transport.write = original  # type: ignore[method-assign]
+
+    # Each frame is still a message of its own, in the order it was queued.
+    names = [f["request"] for n, f in state.frames if f["request"] != "declare_targets"]
+    assert names == ["submit"] + ["stream_append"] * 5 + ["stream_close"]
+    appends = [f["params"][2] for _, f in state.named("stream_append")]
+    assert appends == [0, 1, 2, 3, 4]
+    assert [f["id"] for _, f in state.named("submit")] == [1]
+
+
+async def test_an_unencodable_frame_fails_alone(connected) -> None:
+    state, connection, _handler = connected
+    first = connection.notify("register_group", ["E1", 1, "a"], execution_id="E1")
+    bad = connection.notify("stream_append", ["E1", 0, 0, float("nan")], execution_id="E1")
+    last = connection.notify("register_group", ["E1", 2, "b"], execution_id="E1")
+    await connection.barrier(5)
+    assert first.done() and first.exception() is None
+    assert last.done() and last.exception() is None
+    with pytest.raises(errors.WorkerError, match="cannot encode stream_append"):
+        bad.result()
+    await eventually(lambda: len(state.named("register_group")) == 2)
+    assert [f["params"][1] for _, f in state.named("register_group")] == [1, 2]
+    assert not state.named("stream_append")
