@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pycoflux import errors
 from pycoflux.protocol import version
-from pycoflux.server import auth, blobs, logs, projects, subscriptions, topics, ws
+from pycoflux.server import auth, blobs, logs, projects, subscriptions, topics, ws, wsprotocol
 from pycoflux.server import config as config_module
 from pycoflux.server.api import inputs, pools, runs, tokens, workspaces
 from pycoflux.server.context import ApiError, Context, Handler
@@ -378,7 +378,7 @@ def serve(config: config_module.ServerConfig) -> None:
             host=config.bind,
             port=config.port,
             log_level="warning",
-            ws="websockets-sansio",
+            ws=wsprotocol.CoalescingWebSocketProtocol,
             ws_max_size=256 * 1024 * 1024,
             ws_ping_interval=None,
             # Frames are small JSON on loopback or a LAN; compressing each one costs both
