@@ -11,6 +11,18 @@ import pytest
 from pycoflux.worker import batching
 
 
+def log_batcher(client: httpx.AsyncClient, *, flush_interval: float) -> batching.HttpBatcher:
+    return batching.HttpBatcher(
+        client=client,
+        url="http://server/logs",
+        headers={},
+        body_key="messages",
+        batch_size=100,
+        flush_interval=flush_interval,
+        name="logs",
+    )
+
+
 def test_a_failed_batch_is_delivered_without_another_entry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -28,15 +40,7 @@ def test_a_failed_batch_is_delivered_without_another_entry(
 
     async def main() -> None:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
-            batcher = batching.HttpBatcher(
-                client=client,
-                url="http://server/logs",
-                headers={},
-                body_key="messages",
-                batch_size=100,
-                flush_interval=0.01,
-                name="logs",
-            )
+            batcher = log_batcher(client, flush_interval=0.01)
             batcher.add({"n": 1})
             batcher.add({"n": 2})
             for _ in range(500):
@@ -61,15 +65,7 @@ def test_no_retry_timer_after_close(monkeypatch: pytest.MonkeyPatch) -> None:
 
     async def main() -> None:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
-            batcher = batching.HttpBatcher(
-                client=client,
-                url="http://server/logs",
-                headers={},
-                body_key="messages",
-                batch_size=100,
-                flush_interval=10,
-                name="logs",
-            )
+            batcher = log_batcher(client, flush_interval=10)
             batcher.add({"n": 1})
             await batcher.close()  # one final attempt, which fails
             seen = calls
