@@ -8,8 +8,11 @@ crash (``os._exit``) ends only its own execution; module state is fresh per exec
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -208,3 +211,33 @@ def test_module_state_between_executions(stack: Stack) -> None:
         # A process per execution: no execution sees another's module state.
         assert [count for _, count in counts] == [1] * 6
         assert len(by_process) == 6
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts fds in /proc")
+def test_finished_executions_leave_no_pipes_open_in_the_worker(stack: Stack) -> None:
+    assert stack.worker is not None
+    fd_dir = f"/proc/{stack.worker.pid}/fd"
+
+    def pipes() -> int:
+        count = 0
+        for fd in os.listdir(fd_dir):
+            with contextlib.suppress(OSError):
+                count += os.readlink(f"{fd_dir}/{fd}").startswith("pipe:")
+        return count
+
+    def settled() -> int:
+        """The count once the warm pool is back to its size (no executor starting)."""
+        seen = [pipes()]
+        for _ in range(200):
+            time.sleep(0.25)
+            seen.append(pipes())
+            if len(seen) >= 4 and len(set(seen[-4:])) == 1:
+                return seen[-1]
+        raise AssertionError(f"pipe count never settled: {seen[-10:]}")
+
+    stack.run("parallel", 8)
+    before = settled()
+    for _ in range(20):  # some executions stopped reading before their pipes' end
+        assert stack.run("parallel", 8) == [i * 2 for i in range(8)]
+    # Closed at an execution's end, or at the latest a moment after its process exited.
+    eventually(lambda: settled() <= before, timeout=30)

@@ -23,6 +23,7 @@ log = console.get_logger()
 # pushes travel on one line; asyncio's default 64 KiB line limit would break on them.
 LINE_LIMIT = 128 * 1024 * 1024
 _STDERR_TAIL = 40
+_PIPE_GRACE = 2.0  # seconds between an executor's exit and closing its output pipes
 
 
 def detect_adapter(cwd: Path) -> tuple[str, ...]:
@@ -118,6 +119,10 @@ class ChildProcess(Protocol):
         """SIGKILL the child and everything in its process group."""
         ...
 
+    def close_pipes(self) -> None:
+        """Close the read ends of stdout and stderr that are still open (child gone)."""
+        ...
+
 
 class SpawnedChild:
     """A child the worker started itself (``spawn`` and ``reuse`` modes)."""
@@ -139,6 +144,9 @@ class SpawnedChild:
 
     async def wait(self) -> int:
         return await self._process.wait()
+
+    def close_pipes(self) -> None:
+        pass  # asyncio's subprocess transport closes them once the process has exited
 
     def kill(self) -> None:
         if self._process.returncode is not None:
@@ -295,6 +303,11 @@ class AdapterProcess:
             except (ConnectionError, OSError) as exc:
                 raise errors.AdapterError(f"cannot write to executor: {exc}") from exc
 
+    def close_pipes(self) -> None:
+        """The process is gone and nobody reads its output any more: close what is left of
+        its pipes."""
+        self._process.close_pipes()
+
     def close_stdin(self) -> None:
         stdin = self._process.stdin
         if not stdin.is_closing():
@@ -325,6 +338,9 @@ class AdapterProcess:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
                 await asyncio.shield(self._stderr_task)
+        # Whoever still reads stdout has a moment to take what is left; then the pipes go,
+        # whichever way the process ended (an execution's end, a surplus warm executor).
+        asyncio.get_running_loop().call_later(_PIPE_GRACE, self.close_pipes)
 
     def kill_now(self) -> None:
         """Synchronous kill for the emergency exit path."""

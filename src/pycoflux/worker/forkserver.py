@@ -48,12 +48,14 @@ class ForkedChild:
         stdin: asyncio.StreamWriter,
         stdout: asyncio.StreamReader,
         stderr: asyncio.StreamReader,
+        pipes: list[asyncio.BaseTransport] | None = None,
     ) -> None:
         self._server = server
         self._pid = pid
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
+        self._pipes = pipes or []  # stdout's and stderr's read transports
         self._exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
     @property
@@ -70,6 +72,13 @@ class ForkedChild:
     def kill(self) -> None:
         if not self._exit.done():
             self._server.kill(self._pid)
+
+    def close_pipes(self) -> None:
+        """Close the read ends of stdout and stderr. A pipe whose reader stopped before its
+        end of file (the execution was over) would otherwise stay open in the worker."""
+        for pipe in self._pipes:
+            if not pipe.is_closing():
+                pipe.close()
 
     def exited(self, code: int) -> None:
         if not self._exit.done():
@@ -181,17 +190,19 @@ class ForkServer:
         writer_file = os.fdopen(stdin, "wb", buffering=0)
         reader_files = [os.fdopen(fd, "rb", buffering=0) for fd in (stdout, stderr)]
         readers = []
+        pipes: list[asyncio.BaseTransport] = []
         for file in reader_files:
             reader = asyncio.StreamReader(limit=LINE_LIMIT, loop=loop)
-            await loop.connect_read_pipe(
+            pipe, _ = await loop.connect_read_pipe(
                 functools.partial(asyncio.StreamReaderProtocol, reader), file
             )
             readers.append(reader)
+            pipes.append(pipe)
         transport, protocol = await loop.connect_write_pipe(
             asyncio.streams.FlowControlMixin, writer_file
         )
         writer = asyncio.StreamWriter(transport, protocol, None, loop)
-        return ForkedChild(self, pid, writer, readers[0], readers[1])
+        return ForkedChild(self, pid, writer, readers[0], readers[1], pipes)
 
     def kill(self, pid: int) -> None:
         """SIGKILL a child's process group (through the server, which knows it is unreaped)."""
