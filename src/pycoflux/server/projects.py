@@ -243,7 +243,7 @@ class ProjectHost(rotation.Rotation):
     async def _settle(self) -> None:
         """Fsync the log for every batch committed so far, then perform their effects."""
         assert self._db is not None
-        path = self.directory / "orchestration.sqlite"
+        path = self.epochs.active_path
         while True:
             committed = [await self._unsynced.get()]
             self._settling = True
@@ -321,7 +321,7 @@ class ProjectHost(rotation.Rotation):
             raise
         self._committed_sequence += 1
         if self._inbox.empty():  # read across threads: a hint, either answer is safe
-            sqlite.sync_wal(self.directory / "orchestration.sqlite")
+            sqlite.sync_wal(self.epochs.active_path)
             return outcomes, True
         return outcomes, False
 

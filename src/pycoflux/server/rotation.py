@@ -105,7 +105,7 @@ class Rotation:
             self._db = self.epochs.active
             if self._store is not None:
                 self._store.reconnect(self._db)
-            sqlite.sync_wal(self.directory / "orchestration.sqlite")
+            sqlite.sync_wal(self.epochs.active_path)
 
     async def _build_filters(self, epoch_id: str) -> None:
         loop = asyncio.get_running_loop()
@@ -125,7 +125,7 @@ class Rotation:
 
     async def _checkpoints(self) -> None:
         loop = asyncio.get_running_loop()
-        path = self.directory / "orchestration.sqlite"
+        path = self.epochs.active_path
 
         def checkpoint() -> None:
             with self._file_lock:

@@ -523,6 +523,11 @@ class OrchestrationEpochs:
     def active(self) -> sqlite3.Connection:
         return self.partitions.active
 
+    @property
+    def active_path(self) -> Path:
+        """The active epoch's file (``orchestration.sqlite``), the same across rotations."""
+        return self.partitions.active_path
+
     def open(self) -> list[str]:
         """Open the active epoch (finishing a rotation a crash interrupted); returns the
         archives whose filters are still to build."""

@@ -48,9 +48,8 @@ def sync_wal(path: Path) -> None:
     ``synchronous=FULL``. SQLite itself syncs the log before it checkpoints it into the
     main file, so what was checkpointed meanwhile is durable too.
     """
-    wal = path.with_name(path.name + "-wal")
     try:
-        descriptor = os.open(wal, os.O_RDONLY)
+        descriptor = os.open(_wal(path), os.O_RDONLY)
     except FileNotFoundError:
         return  # no log: everything is in the main file, synced by its checkpoint
     try:
@@ -67,7 +66,7 @@ def checkpoint(path: Path) -> None:
     for it), and SQLite fsyncs the log before it copies and the main file after. The
     writer reuses the log from its start once a checkpoint has taken all of it.
     """
-    if not path.with_name(path.name + "-wal").exists():
+    if not _wal(path).exists():
         return
     try:
         connection = sqlite3.connect(str(path), isolation_level=None, timeout=30)
@@ -79,6 +78,11 @@ def checkpoint(path: Path) -> None:
         raise errors.StoreError(f"cannot checkpoint {path}: {e}") from e
     finally:
         connection.close()
+
+
+def _wal(path: Path) -> Path:
+    """The write-ahead log of the database at ``path``."""
+    return path.with_name(path.name + "-wal")
 
 
 def migrate(connection: sqlite3.Connection) -> None:
