@@ -303,9 +303,7 @@ class AdapterProcess:
             except (ConnectionError, OSError) as exc:
                 raise errors.AdapterError(f"cannot write to executor: {exc}") from exc
 
-    def close_pipes(self) -> None:
-        """The process is gone and nobody reads its output any more: close what is left of
-        its pipes."""
+    def _close_pipes(self) -> None:
         self._process.close_pipes()
 
     def close_stdin(self) -> None:
@@ -340,7 +338,7 @@ class AdapterProcess:
                 await asyncio.shield(self._stderr_task)
         # Whoever still reads stdout has a moment to take what is left; then the pipes go,
         # whichever way the process ended (an execution's end, a surplus warm executor).
-        asyncio.get_running_loop().call_later(_PIPE_GRACE, self.close_pipes)
+        asyncio.get_running_loop().call_later(_PIPE_GRACE, self._close_pipes)
 
     def kill_now(self) -> None:
         """Synchronous kill for the emergency exit path."""

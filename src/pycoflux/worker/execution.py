@@ -557,8 +557,6 @@ class Execution:
         if self._workdir is not None:
             await self._services.workdirs.release(self._workdir)
         if process is not None:
-            if not reuse:
-                process.close_pipes()
             self._services.pool.release(process, reuse=reuse)
         self.terminated = True
         self.finished.set()

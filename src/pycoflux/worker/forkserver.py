@@ -48,14 +48,14 @@ class ForkedChild:
         stdin: asyncio.StreamWriter,
         stdout: asyncio.StreamReader,
         stderr: asyncio.StreamReader,
-        pipes: list[asyncio.BaseTransport] | None = None,
+        pipes: list[asyncio.BaseTransport],
     ) -> None:
         self._server = server
         self._pid = pid
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
-        self._pipes = pipes or []  # stdout's and stderr's read transports
+        self._pipes = pipes  # stdout's and stderr's read transports
         self._exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
     @property
