@@ -501,17 +501,13 @@ class Connection:
         """Write text frames, one message each, in one ``send_context`` (and one socket write)."""
         transport = ws.transport
         size = sum(len(data) for data in frames)
-        if (
+        # Far below the transport's high-water mark the send never waits for the peer, so
+        # no deadline: ``timeout(None)`` arms no timer, which per batch is not worth it.
+        untimed = (
             transport is not None
             and transport.get_write_buffer_size() + size < _UNTIMED_WRITE_LIMIT
-        ):
-            # Far below the transport's high-water mark, the send never waits for the
-            # peer, so the timer (armed and cancelled per batch) is not worth its cost.
-            async with ws.send_context():
-                for data in frames:
-                    ws.protocol.send_text(data)
-            return
-        async with asyncio.timeout(self._timings.write_timeout):
+        )
+        async with asyncio.timeout(None if untimed else self._timings.write_timeout):
             async with ws.send_context():
                 for data in frames:
                     ws.protocol.send_text(data)
