@@ -22,7 +22,7 @@ from urllib.parse import unquote
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from pycoflux.protocol import version
-from pycoflux.server import auth, projects, topics
+from pycoflux.server import auth, projects, topics, wsprotocol
 from pycoflux.server.context import ApiError
 from pycoflux.storage import views
 
@@ -117,10 +117,15 @@ class TopicSession:
         self._host = host
         self._subscriptions: dict[int, Subscription] = {}
         self._send_lock = asyncio.Lock()
+        self._direct = wsprotocol.direct(websocket.scope)
 
     async def send(self, frame: list[Any]) -> None:
+        text = json.dumps(frame, separators=(",", ":"))
+        direct = self._direct
+        if direct is not None and not self._send_lock.locked() and direct.send_now(text):
+            return
         async with self._send_lock:
-            await self._websocket.send_text(json.dumps(frame, separators=(",", ":")))
+            await self._websocket.send_text(text)
 
     def topics_changed(self, published: frozenset[tuple[str, ...]]) -> None:
         for subscription in self._subscriptions.values():

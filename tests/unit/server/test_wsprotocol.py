@@ -95,3 +95,20 @@ def test_sending_after_a_disconnect_raises() -> None:
             await proto.send({"type": "websocket.send", "text": "x"})
 
     asyncio.run(main())
+
+
+def test_send_now_refuses_what_the_socket_cannot_take_at_once() -> None:
+    async def main() -> tuple[list[bool], list[bytes]]:
+        proto, transport = protocol(asyncio.get_running_loop())
+        answers = [proto.send_now("a")]
+        proto.writable.clear()  # the peer lags: uvicorn paused writing
+        answers.append(proto.send_now("b"))
+        proto.writable.set()
+        proto.close_sent = True
+        answers.append(proto.send_now("c"))
+        await asyncio.sleep(0)
+        return answers, transport.writes
+
+    answers, writes = asyncio.run(main())
+    assert answers == [True, False, False]
+    assert [frames(w) for w in writes] == [[(Opcode.TEXT, b"a")]]
