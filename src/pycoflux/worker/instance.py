@@ -384,8 +384,10 @@ class WorkerInstance:
         assert self._services is not None
         execution = Execution(assignment, self._services, self)
         self._table[execution_id] = execution
-        self.connection.notify("started", [execution_id, {}], execution_id=execution_id)
+        # The task first: it runs before the frame writer, so the executor gets its
+        # ``execute`` before the server hears ``started`` (which it needs no sooner).
         task = asyncio.create_task(execution.run(), name=f"execution-{execution_id}")
+        self.connection.notify("started", [execution_id, {}], execution_id=execution_id)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         self._update_idle()
