@@ -461,44 +461,87 @@ def _input_status(db: sqlite3.Connection, input_id: int) -> str | None:
     return None if row is None else inputs.Response(row[0]).label
 
 
+# The tables holding the per-execution parts of the run topic, by the column naming the
+# execution. Most runs have rows in few of them: ``_parts_present`` asks about all of them
+# in one query, and the run topic skips the per-execution queries of the empty ones.
+_PART_TABLES = {
+    "execution_assets": "execution_id",
+    "execution_inputs": "execution_id",
+    "dependencies": "execution_id",
+    "input_dependencies": "execution_id",
+    "asset_dependencies": "execution_id",
+    "stream_dependencies": "execution_id",
+    "stream_registrations": "execution_id",
+    "groups": "execution_id",
+    "children": "parent_id",
+    "metric_definitions": "execution_id",
+}
+_PARTS_QUERY = "SELECT " + ", ".join(
+    f"EXISTS (SELECT 1 FROM steps s JOIN executions e ON e.step_id = s.id"
+    f" JOIN {table} t ON t.{column} = e.id WHERE s.run_id = ?1)"
+    for table, column in _PART_TABLES.items()
+)
+
+
+def _parts_present(db: sqlite3.Connection, run_id: int) -> frozenset[str]:
+    """The tables of ``_PART_TABLES`` with a row for some execution of the run."""
+    flags = db.execute(_PARTS_QUERY, (run_id,)).fetchone()
+    return frozenset(table for table, flag in zip(_PART_TABLES, flags, strict=True) if flag)
+
+
+def _rows(db: sqlite3.Connection, present: bool, sql: str, execution_id: int) -> Any:
+    """The rows of a per-execution query, or none without asking when its table has none."""
+    return db.execute(sql, (execution_id,)) if present else ()
+
+
 def _execution_view(
     db: sqlite3.Connection,
     store: orchestration.SqliteOrchestrationStore,
     execution_id: int,
+    present: frozenset[str],
 ) -> dict[str, Any]:
-    """The per-execution parts of the run topic beyond its scalar fields."""
+    """The per-execution parts of the run topic beyond its scalar fields (tables missing
+    from ``present`` have no rows for this execution)."""
     execution = store.execution(execution_id)
     view: dict[str, Any] = {}
     view["assets"] = {
         asset_id: _asset_summary(db, asset_id)
-        for (asset_id,) in db.execute(
+        for (asset_id,) in _rows(
+            db,
+            "execution_assets" in present,
             "SELECT a.external_id FROM execution_assets x JOIN assets a ON a.id = x.asset_id"
             " WHERE x.execution_id = ? ORDER BY x.created_at, a.id",
-            (execution_id,),
+            execution_id,
         )
     }
     view["inputs"] = {
         f"{run}/i{number}": {"title": title, "status": _input_status(db, input_id)}
-        for input_id, run, number, title in db.execute(
+        for input_id, run, number, title in _rows(
+            db,
+            "execution_inputs" in present,
             "SELECT i.id, r.external_id, i.number, i.title FROM execution_inputs x"
             " JOIN inputs i ON i.id = x.input_id JOIN runs r ON r.id = i.run_id"
             " WHERE x.execution_id = ? ORDER BY i.id",
-            (execution_id,),
+            execution_id,
         )
     }
     dependencies: dict[str, Any] = {}
-    for (dependency,) in db.execute(
+    for (dependency,) in _rows(
+        db,
+        "dependencies" in present,
         "SELECT dependency_id FROM dependencies WHERE execution_id = ? ORDER BY created_at",
-        (execution_id,),
+        execution_id,
     ):
         summary = _summary(db, dependency)
         if summary is not None:
             dependencies[summary["executionId"]] = {"type": "result", "execution": summary}
-    for input_id, run, number, title in db.execute(
+    for input_id, run, number, title in _rows(
+        db,
+        "input_dependencies" in present,
         "SELECT i.id, r.external_id, i.number, i.title FROM input_dependencies d"
         " JOIN inputs i ON i.id = d.input_id JOIN runs r ON r.id = i.run_id"
         " WHERE d.execution_id = ? ORDER BY d.created_at, i.id",
-        (execution_id,),
+        execution_id,
     ):
         external_id = f"{run}/i{number}"
         dependencies[external_id] = {
@@ -507,19 +550,23 @@ def _execution_view(
             "title": title,
             "status": _input_status(db, input_id),
         }
-    for (asset_id,) in db.execute(
+    for (asset_id,) in _rows(
+        db,
+        "asset_dependencies" in present,
         "SELECT a.external_id FROM asset_dependencies d JOIN assets a ON a.id = d.asset_id"
         " WHERE d.execution_id = ? ORDER BY d.created_at, a.id",
-        (execution_id,),
+        execution_id,
     ):
         dependencies[asset_id] = {
             "type": "asset",
             "assetId": asset_id,
             "asset": _asset_summary(db, asset_id),
         }
-    for (stream_id,) in db.execute(
+    for (stream_id,) in _rows(
+        db,
+        "stream_dependencies" in present,
         "SELECT stream_id FROM stream_dependencies WHERE execution_id = ? ORDER BY created_at",
-        (execution_id,),
+        execution_id,
     ):
         stream = store.stream(stream_id)
         producer = _stream_producer(db, stream_id)
@@ -558,12 +605,14 @@ def _execution_view(
             "reason": label,
             "error": _error(_loads(error)),
         }
-        for number, buffer, timeout_ms, opened_at, closed_at, label, error in db.execute(
+        for number, buffer, timeout_ms, opened_at, closed_at, label, error in _rows(
+            db,
+            "stream_registrations" in present,
             "SELECT st.number, g.buffer, g.timeout_ms, g.created_at, x.created_at, x.label,"
             " x.error FROM stream_registrations g JOIN streams st ON st.id = g.stream_id"
             " LEFT JOIN stream_closures x ON x.stream_id = st.id"
             " WHERE g.execution_id = ? ORDER BY st.number",
-            (execution_id,),
+            execution_id,
         )
     }
     return view
@@ -617,6 +666,7 @@ def run(db: sqlite3.Connection, workspace: str, run_id: str) -> dict[str, Any] |
         (internal_id,),
     ).fetchone()
     visible = {workspace_id, origin[0] if origin else workspace_id}
+    present = _parts_present(db, internal_id)
     steps: dict[str, Any] = {}
     step_rows = db.execute(
         "SELECT s.id, s.number, s.module, s.target, s.options, s.arguments, s.created_at,"
@@ -681,23 +731,28 @@ def run(db: sqlite3.Connection, workspace: str, run_id: str) -> dict[str, Any] |
                 "completion": _completion(db, kind, successor),
                 "groups": {
                     str(g): n
-                    for g, n in db.execute(
-                        "SELECT group_id, name FROM groups WHERE execution_id = ?", (execution_id,)
+                    for g, n in _rows(
+                        db,
+                        "groups" in present,
+                        "SELECT group_id, name FROM groups WHERE execution_id = ?",
+                        execution_id,
                     )
                 },
                 "children": [
                     {"stepId": f"{cr}:{cn}", "attempt": ca, "groupId": cg}
-                    for cr, cn, ca, cg in db.execute(
+                    for cr, cn, ca, cg in _rows(
+                        db,
+                        "children" in present,
                         "SELECT r.external_id, s.number, e.attempt, c.group_id FROM children c"
                         " JOIN executions e ON e.id = c.child_id JOIN steps s ON s.id = e.step_id"
                         " JOIN runs r ON r.id = s.run_id WHERE c.parent_id = ?"
                         " ORDER BY c.created_at, c.child_id",
-                        (execution_id,),
+                        execution_id,
                     )
                 ],
                 "result": result,
-                "metrics": _metrics(db, execution_id),
-                **_execution_view(db, store, execution_id),
+                "metrics": _metrics(db, execution_id) if "metric_definitions" in present else {},
+                **_execution_view(db, store, execution_id, present),
             }
         if not executions:
             continue
