@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -19,9 +20,12 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from pycoflux.server.context import ApiError, Context
+
+log = logging.getLogger("pycoflux.server")
 
 KEY = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 256 * 1024
@@ -128,9 +132,14 @@ async def _put(context: Context, key: str) -> Response:
     fd, temporary = tempfile.mkstemp(dir=incoming)
     try:
         with os.fdopen(fd, "wb") as file:
-            async for chunk in request.stream():
-                digest.update(chunk)
-                await asyncio.to_thread(file.write, chunk)
+            try:
+                async for chunk in request.stream():
+                    digest.update(chunk)
+                    await asyncio.to_thread(file.write, chunk)
+            except ClientDisconnect:
+                # The uploader went away mid-body: keep nothing; nobody reads the answer.
+                log.info("blob upload abandoned by the client", extra={"key": key})
+                return Response(status_code=400)
             await asyncio.to_thread(file.flush)
             await asyncio.to_thread(os.fsync, file.fileno())
         if digest.hexdigest() != key:

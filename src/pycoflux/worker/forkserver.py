@@ -38,6 +38,19 @@ class ForkServerError(errors.AdapterError):
     """the fork server is not available"""
 
 
+def pipe_file(loop: asyncio.AbstractEventLoop, fd: int, mode: str) -> Any:
+    """A file object for ``loop.connect_*_pipe`` that leaves ``fd`` closed exactly once.
+
+    asyncio's own transports close the descriptor through the file object. uvloop's
+    (libuv's) close the descriptor themselves and then close the file object too,
+    expecting EBADF; if another thread opened a file in between, that second close would
+    take the other thread's new descriptor with the same number. Under uvloop the file
+    object must therefore not own the descriptor.
+    """
+    owns = isinstance(loop, asyncio.BaseEventLoop)
+    return os.fdopen(fd, mode, buffering=0, closefd=owns)
+
+
 class ForkedChild:
     """An executor forked by the fork server; satisfies ``adapter.ChildProcess``."""
 
@@ -187,8 +200,8 @@ class ForkServer:
 
     async def _connect(self, pid: int, stdin: int, stdout: int, stderr: int) -> ForkedChild:
         loop = asyncio.get_running_loop()
-        writer_file = os.fdopen(stdin, "wb", buffering=0)
-        reader_files = [os.fdopen(fd, "rb", buffering=0) for fd in (stdout, stderr)]
+        writer_file = pipe_file(loop, stdin, "wb")
+        reader_files = [pipe_file(loop, fd, "rb") for fd in (stdout, stderr)]
         readers = []
         pipes: list[asyncio.BaseTransport] = []
         for file in reader_files:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.eventually import eventually_async as eventually
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -105,3 +107,22 @@ async def test_get_of_an_absent_valid_key_is_not_found(client: httpx.AsyncClient
     head = await client.head(f"/blobs/{key}")
     assert head.status_code == 404
     assert head.content == b""
+
+
+async def test_an_upload_cut_off_mid_body_keeps_nothing(server: ServerProcess) -> None:
+    content = os.urandom(200_000)
+    key = hashlib.sha256(content).hexdigest()
+    tracebacks = len(server.tracebacks())
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        f"PUT /blobs/{key} HTTP/1.1\r\nHost: localhost\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {len(content)}\r\n\r\n".encode()
+        + content[:50_000]
+    )
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    await eventually(lambda: "blob upload abandoned" in server.log())
+    assert len(server.tracebacks()) == tracebacks
+    assert not (server.data_dir / "blobs" / key[:2] / key[2:4] / key[4:]).exists()
+    assert list((server.data_dir / "blobs" / "incoming").iterdir()) == []
