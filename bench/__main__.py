@@ -6,8 +6,11 @@ import argparse
 import os
 import platform
 import sys
+import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
+from bench import host
 from bench.run import Settings, run, table, to_json
 
 
@@ -64,11 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         f" {os.cpu_count()} CPUs, {platform.platform()}",
         flush=True,
     )
+    probes = host.probe(Path(tempfile.gettempdir()))
+    print(f"-- {probes.line()}", flush=True)
     results = run(settings)
     print()
     print(table(results, settings))
+    print(probes.line())
     if args.json:
-        args.json.write_text(to_json(results))
+        args.json.write_text(to_json(results, host=asdict(probes)))
     return 0
 
 
