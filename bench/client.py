@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 from bench.stack import PROJECT
 
@@ -82,7 +83,7 @@ class Client:
         self.workspace_id = next(k for k, v in topics.items() if v.get("name") == "default")
         ws_url = self._base.replace("http://", "ws://") + f"/topics?version={API_VERSION}"
         self._ws = await connect(
-            ws_url, subprotocols=["v1"], additional_headers={"X-Project": PROJECT}
+            ws_url, subprotocols=[Subprotocol("v1")], additional_headers={"X-Project": PROJECT}
         )
         return self
 
