@@ -70,11 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     probes = host.probe(Path(tempfile.gettempdir()))
     print(f"-- {probes.line()}", flush=True)
     results = run(settings)
+    after = host.probe(Path(tempfile.gettempdir()))
     print()
     print(table(results, settings))
-    print(probes.line())
+    print(f"before the run, {probes.line()}")
+    print(f"after the run,  {after.line()}")
     if args.json:
-        args.json.write_text(to_json(results, host=asdict(probes)))
+        hosts = {"before": asdict(probes), "after": asdict(after)}
+        args.json.write_text(to_json(results, host=hosts))
     return 0
 
 

@@ -329,5 +329,5 @@ def table(results: list[ModeResult], settings: Settings) -> str:
     return "\n".join([*lines, "", *notes])
 
 
-def to_json(results: list[ModeResult], host: dict[str, float] | None = None) -> str:
+def to_json(results: list[ModeResult], host: dict[str, Any] | None = None) -> str:
     return json.dumps({"host": host, "modes": [asdict(r) for r in results]}, indent=2)
