@@ -137,6 +137,8 @@ class Worker:
             "COFLUX_HOST": f"localhost:{self.server.port}",
             "COFLUX_PROJECT": PROJECT,
         }
+        if "PYTHONPATH" in os.environ:  # to measure another checkout: PYTHONPATH=<it>/src
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         argv = [str(COFLUX), "worker", "--register", "--executor", self.mode]
         if self.concurrency > 0:
             argv += ["--concurrency", str(self.concurrency)]
