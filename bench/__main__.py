@@ -67,10 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         f" {os.cpu_count()} CPUs, {platform.platform()}",
         flush=True,
     )
-    probes = host.probe(Path(tempfile.gettempdir()))
+    data_root = Path(tempfile.gettempdir())  # where the servers' data directories go
+    probes = host.probe(data_root)
     print(f"-- {probes.line()}", flush=True)
     results = run(settings)
-    after = host.probe(Path(tempfile.gettempdir()))
+    after = host.probe(data_root)
     print()
     print(table(results, settings))
     print(f"before the run, {probes.line()}")

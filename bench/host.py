@@ -38,10 +38,6 @@ class HostProbes:
         )
 
 
-def _median(sample: list[float]) -> float:
-    return statistics.median(sample)
-
-
 def _python_loop() -> float:
     times = []
     for _ in range(5):
@@ -62,7 +58,7 @@ def _burst_loop() -> float:
         started = time.thread_time()
         sum(range(200_000))
         times.append(time.thread_time() - started)
-    return _median(times) * 5 * 1e3
+    return statistics.median(times) * 5 * 1e3
 
 
 def _page_fault() -> float:
@@ -75,7 +71,7 @@ def _page_fault() -> float:
             area[offset] = 1
         times.append((time.process_time() - started) / pages)
         area.close()
-    return _median(times) * 1e6
+    return statistics.median(times) * 1e6
 
 
 def _ping_pong() -> float:
@@ -105,7 +101,7 @@ def _ping_pong() -> float:
         os.close(there_w)
         os.close(back_r)
         os.waitpid(pid, 0)
-    return _median(samples) * 1e6
+    return statistics.median(samples) * 1e6
 
 
 def _fdatasync(directory: Path) -> float:
@@ -117,7 +113,7 @@ def _fdatasync(directory: Path) -> float:
             started = time.perf_counter()
             os.fdatasync(handle.fileno())
             samples.append(time.perf_counter() - started)
-    return _median(samples) * 1e3
+    return statistics.median(samples) * 1e3
 
 
 def probe(directory: Path) -> HostProbes:

@@ -303,9 +303,6 @@ class AdapterProcess:
             except (ConnectionError, OSError) as exc:
                 raise errors.AdapterError(f"cannot write to executor: {exc}") from exc
 
-    def _close_pipes(self) -> None:
-        self._process.close_pipes()
-
     def close_stdin(self) -> None:
         stdin = self._process.stdin
         if not stdin.is_closing():
@@ -338,7 +335,7 @@ class AdapterProcess:
                 await asyncio.shield(self._stderr_task)
         # Whoever still reads stdout has a moment to take what is left; then the pipes go,
         # whichever way the process ended (an execution's end, a surplus warm executor).
-        asyncio.get_running_loop().call_later(_PIPE_GRACE, self._close_pipes)
+        asyncio.get_running_loop().call_later(_PIPE_GRACE, self._process.close_pipes)
 
     def kill_now(self) -> None:
         """Synchronous kill for the emergency exit path."""

@@ -23,7 +23,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pycoflux import errors
 from pycoflux.worker import console
@@ -38,7 +38,7 @@ class ForkServerError(errors.AdapterError):
     """the fork server is not available"""
 
 
-def pipe_file(loop: asyncio.AbstractEventLoop, fd: int, mode: str) -> Any:
+def pipe_file(loop: asyncio.AbstractEventLoop, fd: int, mode: str) -> IO[Any]:
     """A file object for ``loop.connect_*_pipe`` that leaves ``fd`` closed exactly once.
 
     asyncio's own transports close the descriptor through the file object. uvloop's
