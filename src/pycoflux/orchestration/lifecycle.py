@@ -170,8 +170,9 @@ def follow_spawns(store: ports.OrchestrationStore, execution_id: int) -> int:
     return current
 
 
-def references_settled(store: ports.OrchestrationStore, value: model.Value) -> bool:
-    """Whether every execution referenced by a value (recursively) has resolved."""
+def unsettled_reference(store: ports.OrchestrationStore, value: model.Value) -> int | None:
+    """The pending execution behind the first unresolved reference in a value
+    (recursively), or ``None`` when every one has resolved."""
     stack = [value]
     seen: set[int] = set()
     while stack:
@@ -184,10 +185,10 @@ def references_settled(store: ports.OrchestrationStore, value: model.Value) -> b
             seen.add(execution.id)
             resolution = resolve(store, execution.id)
             if resolution.pending is not None:
-                return False
+                return resolution.pending
             if resolution.value is not None:
                 stack.append(resolution.value)
-    return True
+    return None
 
 
 def expand_references(store: ports.OrchestrationStore, value: model.Value) -> model.Value:

@@ -7,12 +7,20 @@ visits the groups some session has room for, and the few that need handling with
 session (cache checks, deferral, spawned runs) are kept apart. Within a group the order
 is the queue order of ``semantics.md`` §4.4: executions without ``execute_after`` first,
 then by ``execute_after``, then by creation.
+
+Two kinds of queued executions cost a pass nothing, however many there are: those
+delayed into the future (the due ones are a prefix of their group, see ``due``) and
+*parked* ones. A pass parks an execution it found waiting on something (a dependency, an
+input, a stream, a ``wait_for`` argument) under the keys of what it waits on; it stays
+out of its group until one of those keys is woken, so a deep backlog of waiting work is
+not re-examined by every command.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 
 from pycoflux.orchestration import model
 
@@ -34,6 +42,11 @@ def spawned(execution: model.Execution) -> bool:
     return execution.type is model.TargetType.WORKFLOW and execution.parent_id is not None
 
 
+def _due_at(execution: model.Execution) -> int:
+    after = execution.execute_after
+    return -1 if after is None else after
+
+
 class QueueIndex:
     """Queued executions by group, in queue order; kept in step with the ``queue`` table."""
 
@@ -46,6 +59,8 @@ class QueueIndex:
         self._deferrable: dict[int, model.Execution] = {}
         self._spawns: dict[int, model.Execution] = {}
         self._future: list[tuple[int, int]] = []  # (execute_after, id); stale entries skipped
+        self._parked: dict[int, tuple[Hashable, ...]] = {}  # execution id -> what it waits on
+        self._parked_on: dict[Hashable, set[int]] = {}
         for execution in sorted(executions, key=sort_key):
             self.add(execution)
 
@@ -60,21 +75,34 @@ class QueueIndex:
         if spawned(execution):
             self._spawns[execution.id] = execution
         else:
-            key = group_key(execution)
-            group = self._groups.setdefault(key, {})
-            order = sort_key(execution)
-            tail = self._tails.get(key)
-            if tail is not None and order < tail:
-                self._unsorted.add(key)
-            else:
-                self._tails[key] = order
-            group[execution.id] = execution
+            self._join_group(execution)
         if execution.attempt == 1 and execution.cache_key is not None:
             self._cached[execution.id] = execution
         if execution.defer_key is not None:
             self._deferrable[execution.id] = execution
         if execution.execute_after is not None:
             heapq.heappush(self._future, (execution.execute_after, execution.id))
+
+    def _join_group(self, execution: model.Execution) -> None:
+        key = group_key(execution)
+        group = self._groups.setdefault(key, {})
+        order = sort_key(execution)
+        tail = self._tails.get(key)
+        if tail is not None and order < tail:
+            self._unsorted.add(key)
+        else:
+            self._tails[key] = order
+        group[execution.id] = execution
+
+    def _leave_group(self, execution: model.Execution) -> None:
+        key = group_key(execution)
+        group = self._groups.get(key)
+        if group is not None:
+            group.pop(execution.id, None)
+            if not group:
+                del self._groups[key]
+                self._tails.pop(key, None)
+                self._unsorted.discard(key)
 
     def discard(self, execution_id: int) -> None:
         execution = self._items.pop(execution_id, None)
@@ -83,14 +111,48 @@ class QueueIndex:
         self._spawns.pop(execution_id, None)
         self._cached.pop(execution_id, None)
         self._deferrable.pop(execution_id, None)
-        key = group_key(execution)
-        group = self._groups.get(key)
-        if group is not None:
-            group.pop(execution_id, None)
-            if not group:
-                del self._groups[key]
-                self._tails.pop(key, None)
-                self._unsorted.discard(key)
+        self._leave_group(execution)
+        self._forget_parking(execution_id)
+
+    # --- Parking ------------------------------------------------------------------------
+
+    def park(self, execution_id: int, keys: Iterable[Hashable]) -> None:
+        """Keep a queued execution out of the passes until one of ``keys`` is woken."""
+        execution = self._items.get(execution_id)
+        keys = tuple(keys)
+        if execution is None or spawned(execution) or not keys:
+            return
+        self._forget_parking(execution_id)
+        self._leave_group(execution)
+        self._parked[execution_id] = keys
+        for key in keys:
+            self._parked_on.setdefault(key, set()).add(execution_id)
+
+    def parked(self, execution_id: int) -> bool:
+        return execution_id in self._parked
+
+    def wake(self, key: Hashable) -> None:
+        """What ``key`` stood for changed: its parked executions rejoin their groups."""
+        for execution_id in sorted(self._parked_on.pop(key, ())):
+            if self._forget_parking(execution_id):
+                self._join_group(self._items[execution_id])
+
+    def wake_all(self) -> None:
+        for execution_id in sorted(self._parked):
+            self._forget_parking(execution_id)
+            self._join_group(self._items[execution_id])
+
+    def _forget_parking(self, execution_id: int) -> bool:
+        keys = self._parked.pop(execution_id, None)
+        if keys is None:
+            return False
+        for key in keys:
+            waiting = self._parked_on.get(key)
+            if waiting is not None:
+                waiting.discard(execution_id)
+                if not waiting:
+                    del self._parked_on[key]
+        return True
 
     def ordered(self, executions: Iterable[model.Execution] | None = None) -> list[model.Execution]:
         """All queued executions (or the given ones) in queue order."""
@@ -118,6 +180,14 @@ class QueueIndex:
             self._unsorted.discard(key)
             self._tails[key] = sort_key(ordered[-1])
         return list(group.values())
+
+    def due(self, key: GroupKey, now: int) -> list[model.Execution]:
+        """The group's executions that are due at ``now``, in queue order (a snapshot).
+
+        Queue order puts executions without ``execute_after`` first and the rest by it, so
+        the due ones are a prefix: executions delayed into the future cost a pass nothing."""
+        group = self.group(key)
+        return group[: bisect.bisect_right(group, now, key=_due_at)]
 
     def groups(self) -> list[GroupKey]:
         return list(self._groups)

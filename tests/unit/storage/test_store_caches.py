@@ -168,3 +168,43 @@ def test_queue_index_orders_each_group_like_the_scheduler() -> None:
     index.discard(5)
     assert index.groups() == [key]
     assert len(index) == 3
+
+
+def test_queue_index_gives_the_due_prefix_of_a_group() -> None:
+    index = QueueIndex()
+    index.add(_queued(1, created_at=10, execute_after=500))
+    index.add(_queued(2, created_at=20))
+    index.add(_queued(3, created_at=5, execute_after=300))
+    key = (1, "app", "work", model.TargetType.TASK)
+    assert [e.id for e in index.due(key, now=0)] == [2]
+    assert [e.id for e in index.due(key, now=300)] == [2, 3]
+    assert [e.id for e in index.due(key, now=10_000)] == [2, 3, 1]
+    assert index.due((1, "app", "missing", model.TargetType.TASK), now=0) == []
+
+
+def test_queue_index_parks_executions_until_a_key_wakes_them() -> None:
+    index = QueueIndex()
+    for id in (1, 2, 3):
+        index.add(_queued(id, created_at=id))
+    key = (1, "app", "work", model.TargetType.TASK)
+    index.park(1, [("execution", 7), ("input", 8)])
+    index.park(2, [("execution", 7)])
+    assert [e.id for e in index.group(key)] == [3]
+    assert 1 in index and index.parked(1)  # still queued, only out of the passes
+    index.wake(("input", 8))
+    assert [e.id for e in index.group(key)] == [1, 3]  # back in queue order
+    assert not index.parked(1)
+    index.wake(("execution", 7))  # 1 was already woken by its other key
+    assert [e.id for e in index.group(key)] == [1, 2, 3]
+    index.park(3, [("stream", 9)])
+    index.discard(3)  # assigned or cancelled while parked: gone for good
+    index.wake(("stream", 9))
+    assert [e.id for e in index.group(key)] == [1, 2]
+    index.park(1, [("execution", 7)])
+    index.park(2, [])  # nothing to wait on: nothing to park under
+    assert [e.id for e in index.group(key)] == [2]
+    index.park(2, [("execution", 8)])
+    assert index.groups() == []
+    index.wake_all()
+    assert [e.id for e in index.group(key)] == [1, 2]
+    assert len(index) == 2

@@ -56,6 +56,7 @@ class Base:
         self._effects: list[effects.Effect] = []
         self._topics: set[tuple[str, ...]] = set()
         self._now = 0
+        self._woke_all_at = 0  # when the scheduling pass last re-examined every parked execution
 
     # Implemented by the scheduling and session handlers.
     def _tick(self) -> None:
@@ -246,6 +247,7 @@ class Base:
         self._wake(("execution", execution_id))
 
     def _wake(self, key: WaitKey) -> None:
+        self._store.queue().wake(key)  # executions the scheduling pass parked under it
         for wait_key in sorted(self._waiting_on.pop(key, set())):
             wait = self._waits.get(wait_key)
             if wait is None:

@@ -374,12 +374,9 @@ class Pools(Base):
             if not states[workspace_id]:
                 continue
             picked = chosen.setdefault(workspace_id, set())
-            for execution in queue.group(key):
+            for execution in queue.due(key, self._now):
                 if set(options) <= picked:
                     break
-                after = execution.execute_after
-                if after is not None and after > self._now:
-                    continue
                 if not self._ready(execution):
                     continue
                 requires = model.merge_requires(

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from pycoflux.orchestration import caching, checkpoints, deferral, effects, lifecycle, model
 from pycoflux.orchestration import queue as queue_index
-from pycoflux.orchestration.handlers.base import Base
+from pycoflux.orchestration.handlers.base import Base, WaitKey
 from pycoflux.orchestration.handlers.sessions import LiveSession
 
 TICK_MS = 5_000  # the longest a project goes without a scheduling pass
@@ -60,9 +60,19 @@ class Scheduling(Base):
         for execution in queue.spawns():
             if due(execution) and self._ready(execution):
                 self._spawn(execution)
+        if self._now - self._woke_all_at >= TICK_MS:
+            # Parked executions wait for a wake-up from what they wait on; this re-examines
+            # them all now and then anyway, so a missed one can cost a delay, never a hang.
+            self._woke_all_at = self._now
+            queue.wake_all()
         for execution, candidates in self._placeable(queue):
-            if due(execution) and self._ready(execution):
+            if not active(execution):
+                continue
+            blockers = self._blockers(execution)
+            if blockers is None:
                 self._assign(execution, candidates)
+            else:
+                queue.park(execution.id, blockers)
         # The next pass: when delayed work falls due, and at least every 5 s (§4.4).
         next_at = min(queue.next_due(self._now) or self._now + TICK_MS, self._now + TICK_MS)
         self._effects.append(effects.ArmTimer(key=("tick",), at=next_at))
@@ -73,10 +83,10 @@ class Scheduling(Base):
     def _placeable(
         self, queue: queue_index.QueueIndex
     ) -> Iterator[tuple[model.Execution, list[LiveSession]]]:
-        """Queued executions some session could take, in queue order, with those sessions.
+        """Due queued executions some session could take, in queue order, with those sessions.
 
         A group drops out as soon as its sessions are full, so the pass never walks the
-        rest of a queue nobody has room for."""
+        rest of a queue nobody has room for, nor the executions delayed into the future."""
         free = [
             session
             for session in self._sessions.values()
@@ -94,7 +104,7 @@ class Scheduling(Base):
         groups: dict[queue_index.GroupKey, list[model.Execution]] = {}
         positions: dict[queue_index.GroupKey, int] = {}
         for index, key in enumerate(candidates):
-            group = queue.group(key)
+            group = queue.due(key, self._now)
             if group:
                 groups[key] = group
                 positions[key] = 0
@@ -114,26 +124,43 @@ class Scheduling(Base):
                 heapq.heappush(heap, (queue_index.sort_key(group[position]), index, key))
 
     def _ready(self, execution: model.Execution) -> bool:
-        """No dependency keeps it waiting: a suspended select's successor needs any one
-        of its handles resolved; ``wait_for`` arguments need all of theirs."""
-        results = self._store.dependencies(execution.id)
-        awaited_inputs = self._store.input_dependencies(execution.id)
-        stream_waits = self._store.stream_waits(execution.id)
-        if (results or awaited_inputs or stream_waits) and not (
-            any(self._resolve(d).pending is None for d in results)
-            or any(self._store.input_response(i) is not None for i in awaited_inputs)
-            or any(self._stream_reached(s, n) for s, n in stream_waits)
-        ):
-            return False
+        return self._blockers(execution) is None
+
+    def _blockers(self, execution: model.Execution) -> list[WaitKey] | None:
+        """``None`` when no dependency keeps it waiting; else the keys (``_wake``) of what
+        it waits on. A suspended select's successor needs any one of its handles resolved;
+        ``wait_for`` arguments need all of theirs."""
+        waits = self._handle_waits(execution)
+        if waits:
+            return waits
         options = self._store.step_options(execution.step_id)
         if options.wait_for:
             arguments = self._store.step_arguments(execution.step_id)
             for index in options.wait_for:
-                if index < len(arguments) and not lifecycle.references_settled(
-                    self._store, arguments[index]
-                ):
-                    return False
-        return True
+                if index < len(arguments):
+                    pending = lifecycle.unsettled_reference(self._store, arguments[index])
+                    if pending is not None:
+                        return [("execution", pending)]
+        return None
+
+    def _handle_waits(self, execution: model.Execution) -> list[WaitKey]:
+        """What a suspended select's successor waits on: nothing once any one of its
+        handles has resolved (or when it has none)."""
+        keys: list[WaitKey] = []
+        for dependency in self._store.dependencies(execution.id):
+            pending = self._resolve(dependency).pending
+            if pending is None:
+                return []
+            keys.append(("execution", pending))
+        for input_id in self._store.input_dependencies(execution.id):
+            if self._store.input_response(input_id) is not None:
+                return []
+            keys.append(("input", input_id))
+        for stream_id, sequence in self._store.stream_waits(execution.id):
+            if self._stream_reached(stream_id, sequence):
+                return []
+            keys.append(("stream", stream_id))
+        return keys
 
     def _assign(self, execution: model.Execution, sessions: list[LiveSession]) -> None:
         """Hand ``execution`` to one of ``sessions`` (free, serving its target) whose tags fit."""

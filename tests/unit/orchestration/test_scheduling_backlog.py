@@ -1,0 +1,123 @@
+"""A scheduling pass does not revisit queued work that cannot start yet.
+
+Every command that changes something runs a pass (``semantics.md`` §4.4), so a pass that
+walked every queued execution would make each command cost as much as the backlog:
+executions delayed into the future, executions waiting on a dependency, an input or a
+stream. These tests count what a pass examines, and check that the held-back work still
+starts the moment it can.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pycoflux.orchestration import model
+from pycoflux.orchestration.handlers.scheduling import TICK_MS
+from tests.unit.orchestration.conftest import Driver
+from tests.unit.orchestration.test_conformance_semantics import reference
+
+BACKLOG = 200
+
+
+class PassSpy:
+    """Counts the executions scheduling passes yield as placeable and examine for readiness."""
+
+    def __init__(self, driver: Driver, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.placeable = 0
+        self.examined = 0
+        core = driver.core
+        placeable, blockers = core._placeable, core._blockers
+
+        def counting_placeable(*args: Any) -> Iterator[Any]:
+            for item in placeable(*args):
+                self.placeable += 1
+                yield item
+
+        def counting_blockers(execution: model.Execution) -> Any:
+            self.examined += 1
+            return blockers(execution)
+
+        monkeypatch.setattr(core, "_placeable", counting_placeable)
+        monkeypatch.setattr(core, "_blockers", counting_blockers)
+
+    def reset(self) -> None:
+        self.placeable = self.examined = 0
+
+
+def test_executions_delayed_into_the_future_are_not_walked(
+    driver: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = driver.workspace()
+    worker = driver.session(ws)
+    root = driver.submit(ws)
+    later = [
+        worker.child(root, options=model.StepOptions(delay=60_000), arguments=[i])
+        for i in range(BACKLOG)
+    ]
+    spy = PassSpy(driver, monkeypatch)
+    now = worker.child(root, arguments=["now"])
+    assert now in worker.executes()
+    assert spy.placeable == 1  # the new child only, not the delayed backlog
+    assert not set(later) & set(worker.executes())
+    driver.advance(60_000)
+    assert set(later) <= set(worker.executes())
+
+
+def test_waiting_executions_are_parked_until_their_dependency_resolves(
+    driver: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = driver.workspace()
+    worker = driver.session(ws)
+    root = driver.submit(ws)
+    running = worker.child(root)
+    waiting = [
+        worker.child(root, options=model.StepOptions(wait_for=[0]), values=[reference(running)])
+        for _ in range(BACKLOG)
+    ]
+    spy = PassSpy(driver, monkeypatch)
+    for i in range(5):
+        worker.child(root, arguments=[i])  # unrelated work: each command runs a pass
+    assert spy.examined == 5  # the five new children, never the parked backlog
+    spy.reset()
+    worker.finish(running, 1)  # no time passes: the wake-up alone releases them
+    assert spy.examined == BACKLOG
+    assert set(waiting) <= set(worker.executes())
+
+
+def test_suspended_successors_are_parked_until_a_handle_resolves(
+    driver: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = driver.workspace()
+    worker = driver.session(ws)
+    root = driver.submit(ws)
+    dependency = worker.child(root)
+    suspended = []
+    for _ in range(20):
+        caller = worker.child(root, type=model.TargetType.TASK)
+        worker.select(caller, [dependency], timeout_ms=0, suspend=True)
+        suspended.append(caller[:-1] + "2")
+    spy = PassSpy(driver, monkeypatch)
+    worker.child(root)
+    assert spy.examined == 1
+    assert not set(suspended) & set(worker.executes())
+    worker.finish(dependency, "ready")
+    assert set(suspended) <= set(worker.executes())
+
+
+def test_a_parked_execution_is_looked_at_again_within_a_tick(driver: Driver) -> None:
+    """Parking waits for a wake-up; should one be missed, the pass re-examines every
+    parked execution at least once per tick, so the cost is a delay, never a hang."""
+    ws = driver.workspace()
+    worker = driver.session(ws, concurrency=2)
+    root = driver.submit(ws)
+    busy = worker.child(root)
+    ready = worker.child(root)  # nothing to wait for, but no room yet
+    assert ready not in worker.executes()
+    driver.store.queue().park(driver.execution(ready).id, [("execution", 10**9)])
+    worker.finish(busy, 1)  # room now; the execution is parked as if a wake-up went missing
+    assert ready not in worker.executes()
+    driver.advance(TICK_MS)
+    assert ready in worker.executes()
