@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections.abc import Hashable, Iterable
+from typing import Any
 
 from pycoflux.orchestration import model
 
@@ -42,6 +43,22 @@ def spawned(execution: model.Execution) -> bool:
     return execution.type is model.TargetType.WORKFLOW and execution.parent_id is not None
 
 
+DeferKey = tuple[str, str, int, str]
+
+
+def defer_key(execution: model.Execution) -> DeferKey:
+    """Executions with equal keys defer to the newest of them (``deferral.split``)."""
+    return (execution.module, execution.target, execution.workspace_id, execution.defer_key or "")
+
+
+def _remove(index: dict[Any, dict[int, model.Execution]], key: Any, execution_id: int) -> None:
+    members = index.get(key)
+    if members is not None:
+        members.pop(execution_id, None)
+        if not members:
+            del index[key]
+
+
 def _due_at(execution: model.Execution) -> int:
     after = execution.execute_after
     return -1 if after is None else after
@@ -55,8 +72,9 @@ class QueueIndex:
         self._groups: dict[GroupKey, dict[int, model.Execution]] = {}
         self._unsorted: set[GroupKey] = set()
         self._tails: dict[GroupKey, SortKey] = {}
-        self._cached: dict[int, model.Execution] = {}
-        self._deferrable: dict[int, model.Execution] = {}
+        self._cached: dict[int, model.Execution] = {}  # first attempts to look up in the cache
+        self._cache_missed: dict[str, dict[int, model.Execution]] = {}  # by cache key
+        self._deferrable: dict[DeferKey, dict[int, model.Execution]] = {}
         self._spawns: dict[int, model.Execution] = {}
         self._future: list[tuple[int, int]] = []  # (execute_after, id); stale entries skipped
         self._parked: dict[int, tuple[Hashable, ...]] = {}  # execution id -> what it waits on
@@ -76,10 +94,13 @@ class QueueIndex:
             self._spawns[execution.id] = execution
         else:
             self._join_group(execution)
-        if execution.attempt == 1 and execution.cache_key is not None:
-            self._cached[execution.id] = execution
+        if execution.cache_key is not None:
+            # Only a new execution with the same key can turn a miss into a hit.
+            self._cached.update(self._cache_missed.pop(execution.cache_key, {}))
+            if execution.attempt == 1:
+                self._cached[execution.id] = execution
         if execution.defer_key is not None:
-            self._deferrable[execution.id] = execution
+            self._deferrable.setdefault(defer_key(execution), {})[execution.id] = execution
         if execution.execute_after is not None:
             heapq.heappush(self._future, (execution.execute_after, execution.id))
 
@@ -110,7 +131,10 @@ class QueueIndex:
             return
         self._spawns.pop(execution_id, None)
         self._cached.pop(execution_id, None)
-        self._deferrable.pop(execution_id, None)
+        if execution.cache_key is not None:
+            _remove(self._cache_missed, execution.cache_key, execution_id)
+        if execution.defer_key is not None:
+            _remove(self._deferrable, defer_key(execution), execution_id)
         self._leave_group(execution)
         self._forget_parking(execution_id)
 
@@ -138,9 +162,13 @@ class QueueIndex:
                 self._join_group(self._items[execution_id])
 
     def wake_all(self) -> None:
+        """Every parked execution rejoins its group and every cache miss is looked up again."""
         for execution_id in sorted(self._parked):
             self._forget_parking(execution_id)
             self._join_group(self._items[execution_id])
+        for missed in self._cache_missed.values():
+            self._cached.update(missed)
+        self._cache_missed.clear()
 
     def _forget_parking(self, execution_id: int) -> bool:
         keys = self._parked.pop(execution_id, None)
@@ -159,11 +187,24 @@ class QueueIndex:
         return sorted(self._items.values() if executions is None else executions, key=sort_key)
 
     def cached(self) -> list[model.Execution]:
-        """First attempts with a cache key: each pass looks them up first."""
+        """First attempts with a cache key to look up: the pass does so first."""
         return self.ordered(self._cached.values())
 
+    def cache_missed(self, execution_id: int) -> None:
+        """A lookup found nothing: look again only once another execution has the key."""
+        execution = self._cached.pop(execution_id, None)
+        if execution is not None and execution.cache_key is not None:
+            self._cache_missed.setdefault(execution.cache_key, {})[execution_id] = execution
+
     def deferrable(self) -> list[model.Execution]:
-        return self.ordered(self._deferrable.values())
+        """Executions sharing a defer key with another queued one, in queue order: only
+        those can defer (``deferral.split``)."""
+        return self.ordered(
+            execution
+            for group in self._deferrable.values()
+            if len(group) > 1
+            for execution in group.values()
+        )
 
     def spawns(self) -> list[model.Execution]:
         return self.ordered(self._spawns.values())

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pycoflux.orchestration import model
+from pycoflux.orchestration import caching, deferral, model
 from pycoflux.orchestration.handlers.scheduling import TICK_MS
 from tests.unit.orchestration.conftest import Driver
 from tests.unit.orchestration.test_conformance_semantics import reference
@@ -105,6 +105,62 @@ def test_suspended_successors_are_parked_until_a_handle_resolves(
     assert not set(suspended) & set(worker.executes())
     worker.finish(dependency, "ready")
     assert set(suspended) <= set(worker.executes())
+
+
+CACHE = model.StepOptions(
+    cache={"params": True, "maxAge": None, "namespace": None, "version": None}
+)
+
+
+def test_a_cache_miss_is_looked_up_again_only_when_its_key_reappears(
+    driver: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = driver.workspace()
+    worker = driver.session(ws, concurrency=1)  # the root takes the only slot
+    root = driver.submit(ws)
+    queued = [worker.child(root, options=CACHE, arguments=[i]) for i in range(BACKLOG)]
+    lookups: list[int] = []
+    cache_hit = caching.cache_hit
+
+    def counting(store: Any, execution: model.Execution, *args: Any) -> int | None:
+        lookups.append(execution.id)
+        return cache_hit(store, execution, *args)
+
+    monkeypatch.setattr(caching, "cache_hit", counting)
+    for i in range(5):
+        worker.child(root, arguments=[i])  # no cache key: nothing to look up again
+    assert lookups == []
+    duplicate = worker.child(root, options=CACHE, arguments=[3])
+    # The duplicate and the queued execution with its key, and no other.
+    assert sorted(lookups) == sorted(driver.execution(e).id for e in (queued[3], duplicate))
+    outcomes = {driver.completion(queued[3]), driver.completion(duplicate)}
+    assert outcomes in (
+        {(model.Completion.CACHED, duplicate), None},
+        {(model.Completion.CACHED, queued[3]), None},
+    )
+
+
+def test_only_executions_sharing_a_defer_key_are_split(
+    driver: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = driver.workspace()
+    worker = driver.session(ws, concurrency=1)
+    root = driver.submit(ws)
+    defer = model.StepOptions(defer={"params": True})
+    queued = [worker.child(root, options=defer, arguments=[i]) for i in range(BACKLOG)]
+    split_sizes: list[int] = []
+    split = deferral.split
+
+    def counting(executions: list[model.Execution], now: int) -> deferral.Split:
+        split_sizes.append(len(executions))
+        return split(executions, now)
+
+    monkeypatch.setattr(deferral, "split", counting)
+    worker.child(root, arguments=["unrelated"])
+    assert sum(split_sizes) == 0
+    newer = worker.child(root, options=defer, arguments=[3])
+    assert split_sizes == [2]
+    assert driver.completion(queued[3]) == (model.Completion.DEFERRED, newer)
 
 
 def test_a_parked_execution_is_looked_at_again_within_a_tick(driver: Driver) -> None:

@@ -28,6 +28,12 @@ class Scheduling(Base):
         self._tick_requested = False
         self._effects.append(effects.DisarmTimer(key=("tick",)))
         queue = self._store.queue()
+        if self._now - self._woke_all_at >= TICK_MS:
+            # Parked executions and cache misses wait for a change in what they depend on;
+            # this looks at them all again now and then anyway, so a missed wake-up can
+            # cost a delay, never a hang.
+            self._woke_all_at = self._now
+            queue.wake_all()
         states: dict[int, bool] = {}
 
         def active(execution: model.Execution) -> bool:
@@ -57,14 +63,11 @@ class Scheduling(Base):
             hit = caching.cache_hit(self._store, execution, cache, self._now)
             if hit is not None:
                 self._complete(execution.id, model.Completion.CACHED, hit)
+            else:
+                queue.cache_missed(execution.id)
         for execution in queue.spawns():
             if due(execution) and self._ready(execution):
                 self._spawn(execution)
-        if self._now - self._woke_all_at >= TICK_MS:
-            # Parked executions wait for a wake-up from what they wait on; this re-examines
-            # them all now and then anyway, so a missed one can cost a delay, never a hang.
-            self._woke_all_at = self._now
-            queue.wake_all()
         for execution, candidates in self._placeable(queue):
             if not active(execution):
                 continue
