@@ -2,9 +2,10 @@
 
 The store's ``queue`` table is the durable record of which executions wait for a
 worker; this index mirrors it so that a pass never rescans that table. Executions are
-grouped by what could take them - (workspace, module, target, type) - so a pass only
-visits the groups some session has room for, and the few that need handling without a
-session (cache checks, deferral, spawned runs) are kept apart. Within a group the order
+grouped by what could take them - (workspace, module, target, type) and the tags they
+require - so a pass only visits the groups some session with room can take, and the few
+that need handling without a session (cache checks, deferral, spawned runs) are kept
+apart. Within a group the order
 is the queue order of ``semantics.md`` §4.4: executions without ``execute_after`` first,
 then by ``execute_after``, then by creation.
 
@@ -20,12 +21,14 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from pycoflux.orchestration import model
 
-GroupKey = tuple[int, str, str, model.TargetType]
+TargetKey = tuple[int, str, str, model.TargetType]  # what a session declares it serves
+Requires = tuple[tuple[str, tuple[str, ...]], ...]  # a TagSet, hashable
+GroupKey = tuple[int, str, str, model.TargetType, Requires]
 SortKey = tuple[bool, int, int, int]
 
 
@@ -34,8 +37,16 @@ def sort_key(execution: model.Execution) -> SortKey:
     return (after is not None, after or 0, execution.created_at, execution.id)
 
 
-def group_key(execution: model.Execution) -> GroupKey:
+def target_key(execution: model.Execution) -> TargetKey:
     return (execution.workspace_id, execution.module, execution.target, execution.type)
+
+
+def frozen(tags: model.TagSet) -> Requires:
+    return tuple(sorted((key, tuple(values)) for key, values in tags.items()))
+
+
+def thawed(requires: Requires) -> model.TagSet:
+    return {key: list(values) for key, values in requires}
 
 
 def spawned(execution: model.Execution) -> bool:
@@ -67,9 +78,17 @@ def _due_at(execution: model.Execution) -> int:
 class QueueIndex:
     """Queued executions by group, in queue order; kept in step with the ``queue`` table."""
 
-    def __init__(self, executions: Iterable[model.Execution] = ()) -> None:
+    def __init__(
+        self,
+        executions: Iterable[model.Execution] = (),
+        requires: Callable[[model.Execution], model.TagSet] = lambda _: {},
+    ) -> None:
+        """``requires`` gives the tags an execution requires (its run's and its step's)."""
+        self._requires = requires
         self._items: dict[int, model.Execution] = {}
+        self._keys: dict[int, GroupKey] = {}
         self._groups: dict[GroupKey, dict[int, model.Execution]] = {}
+        self._by_target: dict[TargetKey, set[GroupKey]] = {}
         self._unsorted: set[GroupKey] = set()
         self._tails: dict[GroupKey, SortKey] = {}
         self._cached: dict[int, model.Execution] = {}  # first attempts to look up in the cache
@@ -105,8 +124,16 @@ class QueueIndex:
             heapq.heappush(self._future, (execution.execute_after, execution.id))
 
     def _join_group(self, execution: model.Execution) -> None:
-        key = group_key(execution)
-        group = self._groups.setdefault(key, {})
+        key = self._keys.get(execution.id)
+        if key is None:
+            key = self._keys[execution.id] = (
+                *target_key(execution),
+                frozen(self._requires(execution)),
+            )
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = {}
+            self._by_target.setdefault(key[:4], set()).add(key)
         order = sort_key(execution)
         tail = self._tails.get(key)
         if tail is not None and order < tail:
@@ -116,14 +143,18 @@ class QueueIndex:
         group[execution.id] = execution
 
     def _leave_group(self, execution: model.Execution) -> None:
-        key = group_key(execution)
-        group = self._groups.get(key)
-        if group is not None:
+        key = self._keys.get(execution.id)
+        group = None if key is None else self._groups.get(key)
+        if key is not None and group is not None:
             group.pop(execution.id, None)
             if not group:
                 del self._groups[key]
                 self._tails.pop(key, None)
                 self._unsorted.discard(key)
+                keys = self._by_target[key[:4]]
+                keys.discard(key)
+                if not keys:
+                    del self._by_target[key[:4]]
 
     def discard(self, execution_id: int) -> None:
         execution = self._items.pop(execution_id, None)
@@ -136,6 +167,7 @@ class QueueIndex:
         if execution.defer_key is not None:
             _remove(self._deferrable, defer_key(execution), execution_id)
         self._leave_group(execution)
+        self._keys.pop(execution_id, None)
         self._forget_parking(execution_id)
 
     # --- Parking ------------------------------------------------------------------------
@@ -230,8 +262,11 @@ class QueueIndex:
         group = self.group(key)
         return group[: bisect.bisect_right(group, now, key=_due_at)]
 
-    def groups(self) -> list[GroupKey]:
-        return list(self._groups)
+    def groups(self, target: TargetKey | None = None) -> list[GroupKey]:
+        """Every group, or those of one target (one group per set of required tags)."""
+        if target is None:
+            return list(self._groups)
+        return sorted(self._by_target.get(target, ()))
 
     def next_due(self, now: int) -> int | None:
         """The earliest ``execute_after`` still in the future, for the pass's timer."""

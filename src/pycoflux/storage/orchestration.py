@@ -668,10 +668,18 @@ class SqliteOrchestrationStore:
     def queue(self) -> QueueIndex:
         if self._queue is None:
             self._queue = QueueIndex(
-                self._remember(_execution(row))
-                for row in self._all(_EXECUTION + " JOIN queue q ON q.execution_id = e.id")
+                (
+                    self._remember(_execution(row))
+                    for row in self._all(_EXECUTION + " JOIN queue q ON q.execution_id = e.id")
+                ),
+                requires=self._requires,
             )
         return self._queue
+
+    def _requires(self, execution: model.Execution) -> model.TagSet:
+        return model.merge_requires(
+            self.run_requires(execution.run_id), self.step_options(execution.step_id).requires
+        )
 
     def insert_child(self, parent_id: int, child_id: int, group_id: int | None, now: int) -> None:
         self._db.execute(

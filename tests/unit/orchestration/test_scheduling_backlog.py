@@ -17,7 +17,7 @@ import pytest
 from pycoflux.orchestration import caching, deferral, model
 from pycoflux.orchestration.handlers.scheduling import TICK_MS
 from tests.unit.orchestration.conftest import Driver
-from tests.unit.orchestration.test_conformance_semantics import reference
+from tests.unit.orchestration.test_conformance_semantics import reference, tagged_session
 
 BACKLOG = 200
 
@@ -64,6 +64,24 @@ def test_executions_delayed_into_the_future_are_not_walked(
     assert not set(later) & set(worker.executes())
     driver.advance(60_000)
     assert set(later) <= set(worker.executes())
+
+
+def test_executions_requiring_tags_no_free_session_offers_are_not_walked(
+    driver: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = driver.workspace()
+    plain = driver.session(ws)
+    root = driver.submit(ws)
+    gpu = model.StepOptions(requires={"gpu": ["a100"]})
+    needing = [plain.child(root, options=gpu, arguments=[i]) for i in range(BACKLOG)]
+    spy = PassSpy(driver, monkeypatch)
+    plain.child(root, arguments=["untagged"])
+    assert spy.placeable == 1
+    assert not set(needing) & set(plain.executes())
+    spy.reset()
+    tagged = tagged_session(driver, ws, provides={"gpu": ["a100"]}, workflows=())
+    assert spy.placeable == BACKLOG
+    assert sorted(tagged.executes()) == sorted(needing)
 
 
 def test_waiting_executions_are_parked_until_their_dependency_resolves(

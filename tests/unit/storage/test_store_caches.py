@@ -158,9 +158,9 @@ def test_queue_index_orders_each_group_like_the_scheduler() -> None:
     index.add(_queued(3, created_at=5))
     index.add(_queued(4, created_at=1, execute_after=400))
     index.add(_queued(5, created_at=30, target="other"))
-    key = (1, "app", "work", model.TargetType.TASK)
+    key = (1, "app", "work", model.TargetType.TASK, ())
     assert [e.id for e in index.group(key)] == [3, 2, 4, 1]
-    assert sorted(index.groups()) == sorted([key, (1, "app", "other", model.TargetType.TASK)])
+    assert sorted(index.groups()) == sorted([key, (1, "app", "other", model.TargetType.TASK, ())])
     assert index.next_due(now=0) == 400
     index.discard(4)
     assert index.next_due(now=0) == 500
@@ -175,18 +175,18 @@ def test_queue_index_gives_the_due_prefix_of_a_group() -> None:
     index.add(_queued(1, created_at=10, execute_after=500))
     index.add(_queued(2, created_at=20))
     index.add(_queued(3, created_at=5, execute_after=300))
-    key = (1, "app", "work", model.TargetType.TASK)
+    key = (1, "app", "work", model.TargetType.TASK, ())
     assert [e.id for e in index.due(key, now=0)] == [2]
     assert [e.id for e in index.due(key, now=300)] == [2, 3]
     assert [e.id for e in index.due(key, now=10_000)] == [2, 3, 1]
-    assert index.due((1, "app", "missing", model.TargetType.TASK), now=0) == []
+    assert index.due((1, "app", "missing", model.TargetType.TASK, ()), now=0) == []
 
 
 def test_queue_index_parks_executions_until_a_key_wakes_them() -> None:
     index = QueueIndex()
     for id in (1, 2, 3):
         index.add(_queued(id, created_at=id))
-    key = (1, "app", "work", model.TargetType.TASK)
+    key = (1, "app", "work", model.TargetType.TASK, ())
     index.park(1, [("execution", 7), ("input", 8)])
     index.park(2, [("execution", 7)])
     assert [e.id for e in index.group(key)] == [3]
@@ -208,3 +208,17 @@ def test_queue_index_parks_executions_until_a_key_wakes_them() -> None:
     index.wake_all()
     assert [e.id for e in index.group(key)] == [1, 2]
     assert len(index) == 2
+
+
+def test_queue_index_groups_a_target_by_the_tags_it_requires() -> None:
+    needs = {1: {"gpu": ["a100"]}, 2: {}, 3: {"gpu": ["a100"]}}
+    index = QueueIndex(
+        [_queued(id, created_at=id) for id in (1, 2, 3)], requires=lambda e: needs[e.id]
+    )
+    target = (1, "app", "work", model.TargetType.TASK)
+    gpu, plain = (*target, (("gpu", ("a100",)),)), (*target, ())
+    assert index.groups(target) == sorted([gpu, plain])
+    assert [e.id for e in index.group(gpu)] == [1, 3]
+    index.discard(2)
+    assert index.groups(target) == [gpu]
+    assert index.groups((1, "app", "other", model.TargetType.TASK)) == []

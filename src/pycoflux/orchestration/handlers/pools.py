@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pycoflux.orchestration import commands, effects, model, ports
 from pycoflux.orchestration import pools as pool_model
+from pycoflux.orchestration import queue as queue_index
 from pycoflux.orchestration.handlers.base import Base
 from pycoflux.orchestration.handlers.sessions import ACTIVATION_TIMEOUT_MS, LiveSession
 from pycoflux.orchestration.pools import WorkerState
@@ -373,22 +374,20 @@ class Pools(Base):
                 )
             if not states[workspace_id]:
                 continue
+            # One group requires one set of tags, so the pools that fit are the group's.
+            requires = queue_index.thawed(key[4])
+            fitting = sorted(
+                name
+                for name, live in options.items()
+                if model.tags_match(requires, live.pool.provides, live.pool.accepts)
+            )
+            if not fitting:
+                continue
             picked = chosen.setdefault(workspace_id, set())
             for execution in queue.due(key, self._now):
-                if set(options) <= picked:
+                if set(options) <= picked or set(fitting) <= picked:
                     break
-                if not self._ready(execution):
-                    continue
-                requires = model.merge_requires(
-                    self._store.run_requires(execution.run_id),
-                    self._store.step_options(execution.step_id).requires,
-                )
-                fitting = sorted(
-                    name
-                    for name, live in options.items()
-                    if model.tags_match(requires, live.pool.provides, live.pool.accepts)
-                )
-                if fitting:
+                if self._ready(execution):
                     picked.add(self._rng.choice(fitting))
         for workspace_id, names in chosen.items():
             for name in sorted(names):

@@ -89,7 +89,8 @@ class Scheduling(Base):
         """Due queued executions some session could take, in queue order, with those sessions.
 
         A group drops out as soon as its sessions are full, so the pass never walks the
-        rest of a queue nobody has room for, nor the executions delayed into the future."""
+        rest of a queue nobody has room for, nor executions delayed into the future, nor
+        groups requiring tags no session with room offers."""
         free = [
             session
             for session in self._sessions.values()
@@ -97,21 +98,26 @@ class Scheduling(Base):
         ]
         if not free:
             return
-        candidates: dict[queue_index.GroupKey, list[LiveSession]] = {}
+        serving: dict[queue_index.TargetKey, list[LiveSession]] = {}
         for session in free:
             for (module, target), types in session.targets.items():
                 for target_type in types:
-                    key = (session.workspace_id, module, target, target_type)
-                    candidates.setdefault(key, []).append(session)
+                    served = (session.workspace_id, module, target, target_type)
+                    serving.setdefault(served, []).append(session)
+        candidates: dict[queue_index.GroupKey, list[LiveSession]] = {}
         heap: list[tuple[queue_index.SortKey, int, queue_index.GroupKey]] = []
         groups: dict[queue_index.GroupKey, list[model.Execution]] = {}
         positions: dict[queue_index.GroupKey, int] = {}
-        for index, key in enumerate(candidates):
-            group = queue.due(key, self._now)
-            if group:
-                groups[key] = group
-                positions[key] = 0
-                heap.append((queue_index.sort_key(group[0]), index, key))
+        for target_key, sessions in serving.items():
+            for group_key in queue.groups(target_key):
+                requires = queue_index.thawed(group_key[4])
+                fitting = [s for s in sessions if model.tags_match(requires, s.provides, s.accepts)]
+                group = queue.due(group_key, self._now) if fitting else []
+                if group:
+                    candidates[group_key] = fitting
+                    groups[group_key] = group
+                    positions[group_key] = 0
+                    heap.append((queue_index.sort_key(group[0]), len(heap), group_key))
         heapq.heapify(heap)
         while heap:
             _, index, key = heapq.heappop(heap)
