@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pycoflux.orchestration import commands, effects, inputs, lifecycle, model, ports, streams
@@ -37,6 +37,7 @@ class SelectWait:
     handles: list[Handle]  # in the caller's order
     suspend: bool
     cancel_remaining: bool
+    under: list[WaitKey] = field(default_factory=list)  # the keys it is registered under
 
 
 class Base:
@@ -300,17 +301,23 @@ class Base:
 
     def _register_wait(self, key: WaitKey, wait: SelectWait) -> None:
         self._waits[key] = wait
+        wait.under = []
         for handle in wait.handles:
             _, pending = self._outcome(handle)
             if pending is not None:
                 self._waiting_on.setdefault(pending, set()).add(key)
+                wait.under.append(pending)
 
     def _drop_wait(self, key: WaitKey, *, disarm: bool = True) -> None:
         wait = self._waits.pop(key, None)
         if wait is None:
             return
-        for keys in self._waiting_on.values():
-            keys.discard(key)
+        for pending in wait.under:
+            keys = self._waiting_on.get(pending)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._waiting_on[pending]
         if disarm:
             self._effects.append(effects.DisarmTimer(key=("select", *key)))
 
