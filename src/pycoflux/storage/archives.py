@@ -678,7 +678,7 @@ class OrchestrationEpochs:
         def lookup(db: sqlite3.Connection) -> int | None:
             row = db.execute(
                 "SELECT s.run_id FROM steps s JOIN executions e ON e.step_id = s.id"
-                " JOIN workspaces w ON w.id = e.workspace_id"
+                " JOIN workspaces w ON w.id = +e.workspace_id"
                 " JOIN completions c ON c.execution_id = e.id"
                 " JOIN results res ON res.execution_id = e.id"
                 f" WHERE s.cache_key = ? AND w.external_id IN ({_marks(workspaces)})"

@@ -35,7 +35,7 @@ _REUSABLE = """
 SELECT e.id FROM steps s JOIN executions e ON e.step_id = s.id
 LEFT JOIN completions c ON c.execution_id = e.id
 LEFT JOIN results res ON res.execution_id = e.id
-WHERE {key} AND e.workspace_id IN ({workspaces})
+WHERE {key} AND +e.workspace_id IN ({workspaces})
   AND ((c.execution_id IS NULL AND (res.execution_id IS NULL OR res.value IS NOT NULL))
        OR (c.kind = 0 AND (? IS NULL OR res.created_at >= ?)))
 ORDER BY e.created_at DESC, e.id DESC LIMIT 1
@@ -1122,7 +1122,7 @@ class SqliteOrchestrationStore:
 
     def checkpoint_source(self, step_id: int, workspace_id: int, below: int) -> int | None:
         row = self._one(
-            "SELECT e.id FROM executions e WHERE e.step_id = ? AND e.workspace_id = ?"
+            "SELECT e.id FROM executions e WHERE e.step_id = ? AND +e.workspace_id = ?"
             " AND e.attempt < ? AND EXISTS (SELECT 1 FROM checkpoints c WHERE c.execution_id = e.id)"
             " ORDER BY e.attempt DESC LIMIT 1",
             step_id,
