@@ -128,6 +128,52 @@ def fanout(harness: Harness, tasks: int) -> float:
     return (sum(sum(v) for v in harness.cpu.values()) - before) / tasks
 
 
+def backlog(harness: Harness, size: int) -> None:
+    """Queue ``size`` executions of each kind that cannot start during the rounds: delayed
+    by an hour, waiting (``wait_for``) on one of those, and requiring a tag no session
+    offers (with a cache key, and with a defer key). A pass must not pay for them."""
+    root = harness.reply(
+        commands.SubmitWorkflow(
+            workspace_id=harness.workspace,
+            module="flows",
+            target="fanout",
+            arguments=[],
+            options=model.StepOptions(),
+        )
+    )["executionId"]
+    harness.executes()
+    later = model.StepOptions(delay=3_600_000)
+    waiting = model.StepOptions(wait_for=[0])
+    gpu = {"gpu": ["a100"]}
+    cached = model.StepOptions(requires=gpu, cache={"params": True})
+    deferred = model.StepOptions(requires=gpu, defer={"params": True})
+    request = 10**9
+    first: str | None = None
+    for i in range(size):
+        for options in (later, waiting, cached, deferred):
+            request += 1
+            reference = [] if first is None else [["execution", first]]
+            argument = ["raw", {"type": "ref", "index": 0} if reference else i, reference]
+            harness.handle(
+                commands.SubmitChild(
+                    session_id=harness.session,
+                    request_id=request,
+                    parent_id=root,
+                    module="flows",
+                    target="noop",
+                    type=model.TargetType.TASK,
+                    arguments=[argument if options is waiting else ["raw", i, []]],
+                    group_id=None,
+                    options=options,
+                )
+            )
+            if first is None:
+                first = next(f[2][0] for f in harness.frames if f[0] == 2 and f[1] == request)
+    harness.frames.clear()
+    if harness.executes():
+        raise RuntimeError("backlog work started")
+
+
 def finish(harness: Harness, execution_id: str) -> None:
     harness.handle(
         commands.RecordResult(
@@ -144,13 +190,22 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=6)
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=0,
+        help="first queue this many delayed, waiting and unplaceable executions of each kind",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         harness = Harness(Path(directory) / "orchestration.sqlite", args.concurrency)
+        if args.backlog:
+            backlog(harness, args.backlog)
         fanout(harness, args.tasks)  # warm-up
         harness.cpu.clear()
         per_task = [fanout(harness, args.tasks) for _ in range(args.rounds)]
-        print(f"W1-like fan-out of {args.tasks}, {args.rounds} rounds after a warm-up")
+        queued = f", {4 * args.backlog} executions queued that cannot start" if args.backlog else ""
+        print(f"W1-like fan-out of {args.tasks}, {args.rounds} rounds after a warm-up{queued}")
         print(f"core + store CPU per task: median {statistics.median(per_task) * 1e6:.0f} us")
         print(f"{'command':<20} {'count':>7} {'median us':>10} {'mean us':>9}")
         for name, samples in sorted(harness.cpu.items(), key=lambda item: -sum(item[1])):

@@ -19,10 +19,12 @@ not re-examined by every command.
 
 from __future__ import annotations
 
-import bisect
 import heapq
+import itertools
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
+
+from sortedcontainers import SortedKeyList
 
 from pycoflux.orchestration import model
 
@@ -70,11 +72,6 @@ def _remove(index: dict[Any, dict[int, model.Execution]], key: Any, execution_id
             del index[key]
 
 
-def _due_at(execution: model.Execution) -> int:
-    after = execution.execute_after
-    return -1 if after is None else after
-
-
 class QueueIndex:
     """Queued executions by group, in queue order; kept in step with the ``queue`` table."""
 
@@ -87,13 +84,14 @@ class QueueIndex:
         self._requires = requires
         self._items: dict[int, model.Execution] = {}
         self._keys: dict[int, GroupKey] = {}
-        self._groups: dict[GroupKey, dict[int, model.Execution]] = {}
+        # Each group in queue order: adding and removing an execution is O(log n).
+        self._groups: dict[GroupKey, SortedKeyList[model.Execution, SortKey]] = {}
         self._by_target: dict[TargetKey, set[GroupKey]] = {}
-        self._unsorted: set[GroupKey] = set()
-        self._tails: dict[GroupKey, SortKey] = {}
         self._cached: dict[int, model.Execution] = {}  # first attempts to look up in the cache
         self._cache_missed: dict[str, dict[int, model.Execution]] = {}  # by cache key
+        self._missed: dict[int, str] = {}  # the same, oldest miss first: id -> cache key
         self._deferrable: dict[DeferKey, dict[int, model.Execution]] = {}
+        self._deferrable_shared: set[DeferKey] = set()  # keys more than one execution has
         self._spawns: dict[int, model.Execution] = {}
         self._future: list[tuple[int, int]] = []  # (execute_after, id); stale entries skipped
         self._parked: dict[int, tuple[Hashable, ...]] = {}  # execution id -> what it waits on
@@ -115,11 +113,16 @@ class QueueIndex:
             self._join_group(execution)
         if execution.cache_key is not None:
             # Only a new execution with the same key can turn a miss into a hit.
-            self._cached.update(self._cache_missed.pop(execution.cache_key, {}))
+            for missed in list(self._cache_missed.get(execution.cache_key, ())):
+                self._look_up_again(missed)
             if execution.attempt == 1:
                 self._cached[execution.id] = execution
         if execution.defer_key is not None:
-            self._deferrable.setdefault(defer_key(execution), {})[execution.id] = execution
+            key = defer_key(execution)
+            sharing = self._deferrable.setdefault(key, {})
+            sharing[execution.id] = execution
+            if len(sharing) > 1:
+                self._deferrable_shared.add(key)
         if execution.execute_after is not None:
             heapq.heappush(self._future, (execution.execute_after, execution.id))
 
@@ -132,25 +135,17 @@ class QueueIndex:
             )
         group = self._groups.get(key)
         if group is None:
-            group = self._groups[key] = {}
+            group = self._groups[key] = SortedKeyList(key=sort_key)
             self._by_target.setdefault(key[:4], set()).add(key)
-        order = sort_key(execution)
-        tail = self._tails.get(key)
-        if tail is not None and order < tail:
-            self._unsorted.add(key)
-        else:
-            self._tails[key] = order
-        group[execution.id] = execution
+        group.add(execution)
 
     def _leave_group(self, execution: model.Execution) -> None:
         key = self._keys.get(execution.id)
         group = None if key is None else self._groups.get(key)
-        if key is not None and group is not None:
-            group.pop(execution.id, None)
+        if key is not None and group is not None and execution in group:
+            group.remove(execution)
             if not group:
                 del self._groups[key]
-                self._tails.pop(key, None)
-                self._unsorted.discard(key)
                 keys = self._by_target[key[:4]]
                 keys.discard(key)
                 if not keys:
@@ -162,10 +157,14 @@ class QueueIndex:
             return
         self._spawns.pop(execution_id, None)
         self._cached.pop(execution_id, None)
-        if execution.cache_key is not None:
-            _remove(self._cache_missed, execution.cache_key, execution_id)
+        missed_key = self._missed.pop(execution_id, None)
+        if missed_key is not None:
+            _remove(self._cache_missed, missed_key, execution_id)
         if execution.defer_key is not None:
-            _remove(self._deferrable, defer_key(execution), execution_id)
+            key = defer_key(execution)
+            _remove(self._deferrable, key, execution_id)
+            if len(self._deferrable.get(key, ())) < 2:
+                self._deferrable_shared.discard(key)
         self._leave_group(execution)
         self._keys.pop(execution_id, None)
         self._forget_parking(execution_id)
@@ -193,14 +192,20 @@ class QueueIndex:
             if self._forget_parking(execution_id):
                 self._join_group(self._items[execution_id])
 
-    def wake_all(self) -> None:
-        """Every parked execution rejoins its group and every cache miss is looked up again."""
-        for execution_id in sorted(self._parked):
+    def sweep(self, count: int) -> None:
+        """Bring back the ``count`` executions parked longest, and look the ``count`` oldest
+        cache misses up again: a slow round over everything that waits for a wake-up, so
+        a wake-up that never comes costs a delay, never a hang."""
+        for execution_id in list(itertools.islice(self._parked, count)):
             self._forget_parking(execution_id)
             self._join_group(self._items[execution_id])
-        for missed in self._cache_missed.values():
-            self._cached.update(missed)
-        self._cache_missed.clear()
+        for execution_id in list(itertools.islice(self._missed, count)):
+            self._look_up_again(execution_id)
+
+    def cache_lineage_changed(self) -> None:
+        """A workspace's base changed: every cache miss may now have something to hit."""
+        for execution_id in list(self._missed):
+            self._look_up_again(execution_id)
 
     def _forget_parking(self, execution_id: int) -> bool:
         keys = self._parked.pop(execution_id, None)
@@ -227,15 +232,20 @@ class QueueIndex:
         execution = self._cached.pop(execution_id, None)
         if execution is not None and execution.cache_key is not None:
             self._cache_missed.setdefault(execution.cache_key, {})[execution_id] = execution
+            self._missed[execution_id] = execution.cache_key
+
+    def _look_up_again(self, execution_id: int) -> None:
+        key = self._missed.pop(execution_id)
+        self._cached[execution_id] = self._cache_missed[key][execution_id]
+        _remove(self._cache_missed, key, execution_id)
 
     def deferrable(self) -> list[model.Execution]:
         """Executions sharing a defer key with another queued one, in queue order: only
         those can defer (``deferral.split``)."""
         return self.ordered(
             execution
-            for group in self._deferrable.values()
-            if len(group) > 1
-            for execution in group.values()
+            for key in self._deferrable_shared
+            for execution in self._deferrable[key].values()
         )
 
     def spawns(self) -> list[model.Execution]:
@@ -244,23 +254,18 @@ class QueueIndex:
     def group(self, key: GroupKey) -> list[model.Execution]:
         """The group's executions in queue order (a snapshot: safe to change while iterating)."""
         group = self._groups.get(key)
-        if not group:
-            return []
-        if key in self._unsorted:
-            ordered = sorted(group.values(), key=sort_key)
-            group.clear()
-            group.update((execution.id, execution) for execution in ordered)
-            self._unsorted.discard(key)
-            self._tails[key] = sort_key(ordered[-1])
-        return list(group.values())
+        return list(group) if group else []
 
     def due(self, key: GroupKey, now: int) -> list[model.Execution]:
         """The group's executions that are due at ``now``, in queue order (a snapshot).
 
         Queue order puts executions without ``execute_after`` first and the rest by it, so
         the due ones are a prefix: executions delayed into the future cost a pass nothing."""
-        group = self.group(key)
-        return group[: bisect.bisect_right(group, now, key=_due_at)]
+        group = self._groups.get(key)
+        if not group:
+            return []
+        # The first one delayed past ``now`` sorts at or after (True, now + 1).
+        return list(group.islice(0, group.bisect_key_left((True, now + 1, 0, 0))))
 
     def groups(self, target: TargetKey | None = None) -> list[GroupKey]:
         """Every group, or those of one target (one group per set of required tags)."""

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from pycoflux.orchestration import caching, deferral, model
-from pycoflux.orchestration.handlers.scheduling import TICK_MS
+from pycoflux.orchestration import caching, commands, deferral, model
+from pycoflux.orchestration.handlers.scheduling import SWEEP_MS
 from tests.unit.orchestration.conftest import Driver
 from tests.unit.orchestration.test_conformance_semantics import reference, tagged_session
 
@@ -181,9 +181,9 @@ def test_only_executions_sharing_a_defer_key_are_split(
     assert driver.completion(queued[3]) == (model.Completion.DEFERRED, newer)
 
 
-def test_a_parked_execution_is_looked_at_again_within_a_tick(driver: Driver) -> None:
-    """Parking waits for a wake-up; should one be missed, the pass re-examines every
-    parked execution at least once per tick, so the cost is a delay, never a hang."""
+def test_a_parked_execution_is_looked_at_again_by_a_sweep(driver: Driver) -> None:
+    """Parking waits for a wake-up; should one never come, passes keep re-examining a few
+    parked executions at a time, so the cost is a delay, never a hang."""
     ws = driver.workspace()
     worker = driver.session(ws, concurrency=2)
     root = driver.submit(ws)
@@ -193,5 +193,23 @@ def test_a_parked_execution_is_looked_at_again_within_a_tick(driver: Driver) -> 
     driver.store.queue().park(driver.execution(ready).id, [("execution", 10**9)])
     worker.finish(busy, 1)  # room now; the execution is parked as if a wake-up went missing
     assert ready not in worker.executes()
-    driver.advance(TICK_MS)
+    driver.advance(SWEEP_MS)
+    worker.heartbeat(root)  # any command runs a pass
     assert ready in worker.executes()
+
+
+def test_a_cache_miss_is_looked_up_again_when_its_workspace_gets_a_base(
+    driver: Driver,
+) -> None:
+    base = driver.workspace("base")
+    worker = driver.session(base)
+    root = driver.submit(base)
+    done = worker.child(root, options=CACHE, arguments=["x"])
+    worker.finish(done, "from base")
+    child_ws = driver.workspace("child")
+    busy = driver.session(child_ws, concurrency=1)
+    other = driver.submit(child_ws)
+    queued = busy.child(other, options=CACHE, arguments=["x"])
+    assert driver.completion(queued) is None  # no base yet: a miss, and no room to run
+    driver.reply(commands.UpdateWorkspace(workspace_id=child_ws, base_id=base, set_base=True))
+    assert driver.completion(queued) == (model.Completion.CACHED, done)

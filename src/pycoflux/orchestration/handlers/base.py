@@ -57,7 +57,7 @@ class Base:
         self._effects: list[effects.Effect] = []
         self._topics: set[tuple[str, ...]] = set()
         self._now = 0
-        self._woke_all_at = 0  # when the scheduling pass last re-examined every parked execution
+        self._swept_at = 0  # when a scheduling pass last swept the parked executions
 
     # Implemented by the scheduling and session handlers.
     def _tick(self) -> None:

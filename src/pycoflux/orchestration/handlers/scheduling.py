@@ -18,6 +18,8 @@ from pycoflux.orchestration.handlers.base import Base, WaitKey
 from pycoflux.orchestration.handlers.sessions import LiveSession
 
 TICK_MS = 5_000  # the longest a project goes without a scheduling pass
+SWEEP_MS = 1_000  # how often a pass also re-examines ...
+SWEEP_SIZE = 64  # ... this many parked executions and cache misses
 
 
 class Scheduling(Base):
@@ -28,12 +30,12 @@ class Scheduling(Base):
         self._tick_requested = False
         self._effects.append(effects.DisarmTimer(key=("tick",)))
         queue = self._store.queue()
-        if self._now - self._woke_all_at >= TICK_MS:
+        if self._now - self._swept_at >= SWEEP_MS:
             # Parked executions and cache misses wait for a change in what they depend on;
-            # this looks at them all again now and then anyway, so a missed wake-up can
-            # cost a delay, never a hang.
-            self._woke_all_at = self._now
-            queue.wake_all()
+            # a few are looked at again now and then anyway (bounded, so a deep backlog
+            # costs no pass much), so a wake-up that never comes is a delay, not a hang.
+            self._swept_at = self._now
+            queue.sweep(SWEEP_SIZE)
         states: dict[int, bool] = {}
 
         def active(execution: model.Execution) -> bool:

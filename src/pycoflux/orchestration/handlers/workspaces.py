@@ -60,6 +60,8 @@ class Workspaces(Base):
         if errors:
             return self._reject("bad_request", details=errors)
         self._store.update_workspace(workspace.id, name, base_id)
+        if base_id != workspace.base_id:
+            self._store.queue().cache_lineage_changed()
         self._publish("workspaces")
         self._publish_manifests(workspace.id)
         self._tick()
