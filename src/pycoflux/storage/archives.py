@@ -393,6 +393,15 @@ class _Copier:
                     f" VALUES ({_marks(columns)})",
                     [tuple(r[c] for c in columns) for r in rows],
                 )
+        # An archive older than the ``live`` flag leaves it at its default: settle it from
+        # the completions just copied.
+        copied = self.maps.get("executions", {})
+        for chunk in _chunks(copied[i] for i in owned.get("executions", ()) if i in copied):
+            self.target.execute(
+                f"UPDATE executions SET live = NULL WHERE id IN ({_marks(chunk)})"
+                " AND id IN (SELECT execution_id FROM completions)",
+                chunk,
+            )
 
     def _rows(self, table: _Table, owners: set[int]) -> Iterator[list[tuple[str, Any]]]:
         columns = self.columns(table.name)

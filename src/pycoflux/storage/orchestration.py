@@ -348,8 +348,8 @@ class SqliteOrchestrationStore:
         return [
             row[0]
             for row in self._all(
-                "SELECT e.id FROM executions e LEFT JOIN completions c ON c.execution_id = e.id"
-                " WHERE e.workspace_id = ? AND c.execution_id IS NULL ORDER BY e.id",
+                "SELECT e.id FROM executions e WHERE e.workspace_id = ? AND e.live IS NOT NULL"
+                " ORDER BY e.id",
                 workspace_id,
             )
         ]
@@ -841,6 +841,7 @@ class SqliteOrchestrationStore:
         )
         if cursor.rowcount == 1:
             _bounded(self._completions)[execution_id] = (kind, successor_id)
+            self._db.execute("UPDATE executions SET live = NULL WHERE id = ?", (execution_id,))
         self._db.execute("DELETE FROM queue WHERE execution_id = ?", (execution_id,))
         if self._queue is not None:
             self._queue.discard(execution_id)

@@ -276,12 +276,12 @@ def modules(db: sqlite3.Connection, workspace: str) -> dict[str, Any] | None:
     value: dict[str, Any] = {}
     for module, targets in _effective_manifests(db, workspace_id).items():
         value[module] = {"workflows": {target: {"activeRuns": []} for target in sorted(targets)}}
+    # From the workspace's live executions to their runs (``executions_live``).
     for run_id, module, target in db.execute(
-        "SELECT DISTINCT r.external_id, s.module, s.target FROM runs r"
+        "SELECT DISTINCT r.external_id, s.module, s.target FROM executions e"
+        " JOIN steps s2 ON s2.id = e.step_id JOIN runs r ON r.id = s2.run_id"
         " JOIN steps s ON s.run_id = r.id AND s.number = 1"
-        " WHERE EXISTS (SELECT 1 FROM executions e JOIN steps s2 ON s2.id = e.step_id"
-        " LEFT JOIN completions c ON c.execution_id = e.id"
-        " WHERE s2.run_id = r.id AND e.workspace_id = ? AND c.execution_id IS NULL)"
+        " WHERE e.workspace_id = ? AND e.live IS NOT NULL"
         " ORDER BY r.external_id",
         (workspace_id,),
     ):
@@ -801,8 +801,7 @@ def queue(db: sqlite3.Connection, workspace: str) -> dict[str, Any] | None:
         " e.created_at, a.assigned_at, r.requires, s.options, e.id FROM executions e"
         " JOIN steps s ON s.id = e.step_id JOIN runs r ON r.id = s.run_id"
         " LEFT JOIN assignments a ON a.execution_id = e.id"
-        " LEFT JOIN completions c ON c.execution_id = e.id"
-        " WHERE e.workspace_id = ? AND c.execution_id IS NULL",
+        " WHERE e.workspace_id = ? AND e.live IS NOT NULL",
         (workspace_id,),
     ):
         run_id, number, attempt = row[0], row[1], row[2]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pycoflux.orchestration import commands, core, effects, model, pools
-from pycoflux.storage import archives, epochs, orchestration
+from pycoflux.storage import archives, epochs, orchestration, views
 from tests.unit.orchestration.conftest import START, Driver, Session
 from tests.unit.orchestration.test_assets import put
 from tests.unit.orchestration.test_inputs import new_input
@@ -154,6 +154,27 @@ def test_116_119_a_reference_copies_the_run_forward_with_new_ids(driver: EpochDr
         commands.RerunStep(workspace_id=ws, step_id=f"{run_id(root)}:2", principal=None)
     )
     assert reply["attempt"] == 2
+
+
+def test_a_run_copied_from_an_archive_older_than_the_live_flag_is_not_live(
+    driver: EpochDriver,
+) -> None:
+    ws = driver.workspace()
+    worker = driver.session(ws)
+    root = driver.submit(ws)
+    worker.finish(worker.child(root, arguments=[1]), 1)
+    worker.finish(root, 2)
+    epoch_id = driver.rotate()
+    # The archive as a server before the flag (migration 5) wrote it.
+    old = sqlite3.connect(driver.epochs.partitions.archive_path(epoch_id))
+    old.execute("DROP INDEX executions_live")
+    old.execute("ALTER TABLE executions DROP COLUMN live")
+    old.commit()
+    old.close()
+    driver.execution(root)  # copies the run forward
+    assert run_id(root) in driver.active_runs()
+    assert driver.store.live_executions_in_workspace(driver.execution(root).workspace_id) == []
+    assert views.queue(driver.db, ws) == {}
 
 
 def test_118_a_child_run_brings_its_parent_run_along(driver: EpochDriver) -> None:

@@ -12,8 +12,9 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from pycoflux.orchestration import model
-from tests.unit.orchestration.conftest import Driver
+from pycoflux.orchestration import commands, model
+from pycoflux.storage import sqlite, views
+from tests.unit.orchestration.conftest import Driver, Session
 
 CACHE = model.StepOptions(
     cache={"params": True, "maxAge": None, "namespace": None, "version": None}, memo=True
@@ -73,3 +74,79 @@ def check_lookups(driver: Driver) -> None:
         lines = plans(driver.db, lookup)
         assert not [line for line in lines if "executions_workspace" in line], (name, lines)
         assert not [line for line in lines if line.startswith("SCAN")], (name, lines)
+
+
+# --- Live executions ------------------------------------------------------------------
+
+
+def live_history(driver: Driver) -> tuple[str, Session, str, str]:
+    """A workspace with finished runs in its history and one run with live work.
+
+    Returns the workspace, its worker, and the live run's root and child executions.
+    """
+    ws = driver.workspace()
+    workflow = {"parameters": [], "waitFor": [], "delay": 0}
+    driver.reply(
+        commands.RegisterManifests(
+            workspace_id=ws, manifests={"app": {"main": workflow, "other": workflow}}
+        )
+    )
+    worker = driver.session(ws, workflows=("main", "other"), tasks=("step",))
+    for i in range(5):
+        done = driver.submit(ws, arguments=[i])
+        worker.finish(done, i)
+    root = driver.submit(ws, "other")
+    child = worker.child(root, target="step")
+    return ws, worker, root, child
+
+
+def test_the_queue_and_modules_views_read_only_live_executions() -> None:
+    driver = Driver()
+    try:
+        ws, worker, root, child = live_history(driver)
+        run_id = root.split(":")[0]
+        queue = views.queue(driver.db, ws)
+        assert queue is not None
+        assert {entry["runId"] for entry in queue.values()} == {run_id}
+        assert {entry["target"] for entry in queue.values()} == {"other", "step"}
+        modules = views.modules(driver.db, ws)
+        assert modules is not None
+        workflows = modules["app"]["workflows"]
+        assert workflows == {"main": {"activeRuns": []}, "other": {"activeRuns": [run_id]}}
+        worker.finish(child, 1)
+        worker.finish(root, 2)
+        assert views.queue(driver.db, ws) == {}
+        for name, lookup in {
+            "queue": lambda: views.queue(driver.db, ws),
+            "modules": lambda: views.modules(driver.db, ws),
+            "live": lambda: driver.store.live_executions_in_workspace(
+                driver.execution(root).workspace_id
+            ),
+        }.items():
+            lines = plans(driver.db, lookup)
+            assert [line for line in lines if "executions_live" in line], (name, lines)
+            assert not [line for line in lines if line.startswith("SCAN e")], (name, lines)
+    finally:
+        driver.close()
+
+
+def test_the_live_flag_is_backfilled_from_completions_by_its_migration() -> None:
+    driver = Driver()
+    try:
+        live_history(driver)
+        db = driver.db
+        expected = db.execute(
+            "SELECT e.id, c.execution_id IS NULL FROM executions e"
+            " LEFT JOIN completions c ON c.execution_id = e.id ORDER BY e.id"
+        ).fetchall()
+        assert {live for _, live in expected} == {0, 1}  # finished and live ones
+        flags = "SELECT id, live IS NOT NULL FROM executions ORDER BY id"
+        assert db.execute(flags).fetchall() == expected  # kept by the store as it runs
+        # The database as it was before the migration that added the flag.
+        db.execute("DROP INDEX executions_live")
+        db.execute("ALTER TABLE executions DROP COLUMN live")
+        db.execute("PRAGMA user_version = 4")
+        sqlite.migrate(db)
+        assert db.execute(flags).fetchall() == expected
+    finally:
+        driver.close()
