@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="seed each server's database with N finished executions first",
     )
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow W1's and W2's runs on the live run topic, as Studio open on them does",
+    )
     args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
         print("the benchmark reads /proc for memory figures: Linux only", file=sys.stderr)
@@ -61,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_idle=args.wait_idle,
         keep=args.keep,
         history=args.history,
+        watch=args.watch,
     )
     print(
         f"-- {platform.python_implementation()} {platform.python_version()},"

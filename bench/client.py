@@ -77,6 +77,10 @@ class Client:
         self._channels = itertools.count(1)
         self.workspace_id = ""
 
+    @property
+    def url(self) -> str:
+        return self._base
+
     async def __aenter__(self) -> Client:
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60.0))
         topics = await self._get("/topics/workspaces")

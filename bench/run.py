@@ -52,6 +52,7 @@ class Settings:
     wait_idle: float = 0.0  # seconds to wait for an idle machine before each mode
     keep: bool = False
     history: int = 0  # finished executions seeded into each mode's database first
+    watch: bool = False  # follow W1's and W2's runs on the live run topic, as Studio does
 
 
 @dataclass(slots=True)
@@ -89,19 +90,34 @@ async def _timed_run(
     target: str,
     n: int,
     done: Callable[[], None] | None = None,
+    *,
+    watch: bool = False,
 ) -> float:
     """Run a self-timing workflow; wait for its marker file, call ``done``, then check the
-    run succeeded (reading a large run costs the server memory: ``done`` comes first)."""
+    run succeeded (reading a large run costs the server memory: ``done`` comes first).
+    With ``watch``, a second client follows the run's live topic meanwhile."""
     marker = directory / f"done-{next(_markers)}"
     run_id = await client.submit(target, n, str(marker))
-    while not marker.exists():
-        await asyncio.sleep(0.02)
-    if done is not None:
-        done()
-    elapsed = float(marker.read_text())
+    watcher = asyncio.create_task(_watch(client.url, run_id)) if watch else None
+    try:
+        while not marker.exists():
+            await asyncio.sleep(0.02)
+        if done is not None:
+            done()
+        elapsed = float(marker.read_text())
+        if watcher is not None:
+            await watcher
+    finally:
+        if watcher is not None:
+            watcher.cancel()
     if float(result_value(await client.poll(run_id))) != elapsed:
         raise RuntimeError(f"run {run_id} returned another figure than it reported")
     return elapsed
+
+
+async def _watch(url: str, run_id: str) -> None:
+    async with Client(url) as watcher:
+        await watcher.follow(run_id)
 
 
 def _cpu(server: Server, worker: Worker) -> tuple[float, float, float]:
@@ -112,7 +128,13 @@ def _cpu(server: Server, worker: Worker) -> tuple[float, float, float]:
 
 
 async def _w1(
-    client: Client, server: Server, worker: Worker, n: int, result: ModeResult | None = None
+    client: Client,
+    server: Server,
+    worker: Worker,
+    n: int,
+    result: ModeResult | None = None,
+    *,
+    watch: bool = False,
 ) -> float:
     before, cpu_before = server.database_bytes(), _cpu(server, worker)
     after: list[int] = []
@@ -124,7 +146,7 @@ async def _w1(
         after.append(rss(server.pid))
         cpus.append(_cpu(server, worker))
 
-    elapsed = await _timed_run(client, worker.directory, "fanout", n, done)
+    elapsed = await _timed_run(client, worker.directory, "fanout", n, done, watch=watch)
     cpu_after = cpus[0]
     if result is not None:
         result.db_bytes_per_task.append((server.database_bytes() - before) / n)
@@ -138,8 +160,8 @@ async def _w1(
     return n / elapsed
 
 
-async def _w2(client: Client, directory: Path, n: int) -> float:
-    return await _timed_run(client, directory, "chain", n) * 1000 / n
+async def _w2(client: Client, directory: Path, n: int, *, watch: bool = False) -> float:
+    return await _timed_run(client, directory, "chain", n, watch=watch) * 1000 / n
 
 
 async def _w3(client: Client, n: int) -> list[float]:
@@ -197,11 +219,20 @@ async def _measure(settings: Settings, server: Server, worker: Worker, result: M
                 for _ in range(settings.repeats):
                     if workload == "w1":
                         result.w1_tasks_per_s.append(
-                            await _w1(client, server, worker, settings.fanout, result)
+                            await _w1(
+                                client,
+                                server,
+                                worker,
+                                settings.fanout,
+                                result,
+                                watch=settings.watch,
+                            )
                         )
                     elif workload == "w2":
                         result.w2_ms_per_task.append(
-                            await _w2(client, worker.directory, settings.chain)
+                            await _w2(
+                                client, worker.directory, settings.chain, watch=settings.watch
+                            )
                         )
                     else:
                         samples = await _w3(client, settings.latency)
@@ -323,6 +354,8 @@ def table(results: list[ModeResult], settings: Settings) -> str:
     ]
     if settings.history:
         notes.append(f"Each server started with {settings.history:,} finished executions.")
+    if settings.watch:
+        notes.append("W1 and W2 runs were followed on their live run topic while they ran.")
     notes += [f"NOTE: {r.mode} ran as {r.effective_mode} (fallback)" for r in fallbacks]
     loads = ", ".join(f"{r.mode} {r.foreign_cpus:.2f}" for r in results)
     notes.append(f"CPUs used by other processes while measuring (of {os.cpu_count()}): {loads}")

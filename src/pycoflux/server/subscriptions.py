@@ -6,7 +6,10 @@ which topics a committed batch touched; a subscription whose topic was touched
 recomputes its value and sends the difference as set/unset updates. Recomputation
 is coalesced: however many batches touch a topic while one recomputation runs, at
 most one more follows, so a slow client sees fewer, larger batches and never stalls
-the project.
+the project. A run topic is built in slices of steps, each a read of its own, so the
+commands queued meanwhile go through between slices; and a topic whose build is
+expensive is rebuilt at most every ``PACE`` times its cost, so watching a run of
+thousands of steps while it runs costs the project a bounded share of its time.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
@@ -29,6 +33,9 @@ from pycoflux.storage import views
 log = logging.getLogger("pycoflux.server.topics")
 
 Update = list[Any]
+
+PACE = 4  # a rebuild costing at least PACE_FROM seconds waits PACE times its cost
+PACE_FROM = 0.002
 
 
 def topic_key(segments: list[str]) -> tuple[str, ...] | None:
@@ -136,17 +143,24 @@ class TopicSession:
         while True:
             await subscription.dirty.wait()
             subscription.dirty.clear()
-            value = await self._host.read(subscription.builder)
+            value, spent = await topics.read(self._host, subscription.builder)
+            started = time.perf_counter()
             updates = diff(subscription.value, value)
+            spent += time.perf_counter() - started
             subscription.value = value
             if updates:
                 await self.send([3, subscription.channel, updates])
+            if spent >= PACE_FROM:
+                # A big topic changing all the time (a run of thousands of steps, watched
+                # while it runs) is rebuilt at most every so often: its builds take at
+                # most 1/(PACE+1) of the store's and the loop's time.
+                await asyncio.sleep(spent * PACE)
 
     async def subscribe(self, channel: int, topic: Any) -> None:
         segments = _segments(topic)
         builder = None if segments is None else topics.builder_for(self._host, segments)
         key = None if segments is None else topic_key(segments)
-        value = None if builder is None else await self._host.read(builder)
+        value = None if builder is None else (await topics.read(self._host, builder))[0]
         if builder is None or key is None or value is None:
             await self.send([0, channel, "not_found"])
             return

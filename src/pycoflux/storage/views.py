@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from typing import Any
 
 from pycoflux.orchestration import checkpoints, inputs, lifecycle, model
@@ -648,35 +649,113 @@ def _stream_producer(db: sqlite3.Connection, stream_id: int) -> int | None:
     return None if row is None else int(row[0])
 
 
+class RunBuild:
+    """The run topic, built in slices of steps.
+
+    ``views.run`` reads a run in one go; a subscription to a run of thousands of steps
+    would then hold the store (and every command waiting on it) for the whole build. A
+    build started with ``start`` is continued with ``resume`` calls, each on its own read,
+    each returning once ``budget`` seconds are spent; the value is complete once ``done``.
+    Slices read at different moments: a change between two of them shows in the next
+    build, which the change's publication triggers.
+    """
+
+    def __init__(self, workspace: str, run_id: str, budget: float | None = None) -> None:
+        self.workspace = workspace
+        self.run_id = run_id
+        self.budget = budget
+        self.value: dict[str, Any] | None = None
+        self.done = False
+        self._internal_id = 0
+        self._visible: set[int] = set()
+        self._present: frozenset[str] = frozenset()
+        self._after = 0  # the last step number built
+
+    def start(self, db: sqlite3.Connection) -> dict[str, Any] | None:
+        """The run without its steps (None if it is not in this store), and the first slice."""
+        self.value, self.done, self._after = None, False, 0
+        workspace_id = _workspace_id(db, self.workspace)
+        row = db.execute(
+            "SELECT id, parent_execution_id, requires, created_at, created_by FROM runs"
+            " WHERE external_id = ?",
+            (self.run_id,),
+        ).fetchone()
+        if workspace_id is None or row is None:
+            self.done = True
+            return None
+        internal_id, parent_execution, requires, created_at, created_by = row
+        origin = db.execute(
+            "SELECT e.workspace_id FROM steps s JOIN executions e ON e.step_id = s.id"
+            " WHERE s.run_id = ? AND s.number = 1 ORDER BY e.attempt LIMIT 1",
+            (internal_id,),
+        ).fetchone()
+        self._internal_id = internal_id
+        self._visible = {workspace_id, origin[0] if origin else workspace_id}
+        self._present = _parts_present(db, internal_id)
+        self.value = {
+            "createdAt": created_at,
+            "createdBy": _loads(created_by),
+            "requires": json.loads(requires),
+            "parent": None if parent_execution is None else _summary(db, parent_execution),
+            "steps": {},
+        }
+        self.resume(db)
+        return self.value
+
+    def resume(self, db: sqlite3.Connection) -> None:
+        """Build the next slice of steps (all of them without a budget).
+
+        If the run left the store meanwhile (an epoch rotated), the build starts over.
+        """
+        assert self.value is not None and not self.done
+        row = db.execute("SELECT id FROM runs WHERE external_id = ?", (self.run_id,)).fetchone()
+        if row is None or row[0] != self._internal_id:
+            self.start(db)
+            return
+        deadline = None if self.budget is None else time.perf_counter() + self.budget
+        store = orchestration.SqliteOrchestrationStore(db)
+        while True:
+            rows = db.execute(_STEP_ROWS, (self._internal_id, self._after, _STEP_SLICE)).fetchall()
+            for step_row in rows:
+                self._after = step_row[1]
+                step = _step_view(db, store, self.run_id, step_row, self._visible, self._present)
+                if step is not None:
+                    self.value["steps"][f"{self.run_id}:{step_row[1]}"] = step
+                if deadline is not None and time.perf_counter() >= deadline:
+                    self.done = len(rows) < _STEP_SLICE and step_row is rows[-1]
+                    return
+            if len(rows) < _STEP_SLICE:
+                self.done = True
+                return
+
+
+_STEP_SLICE = 64  # step rows fetched per query
+_STEP_ROWS = (
+    "SELECT s.id, s.number, s.module, s.target, s.options, s.arguments, s.created_at,"
+    " r.external_id || ':' || ps.number || ':' || pe.attempt, s.cache_key, s.memo_key"
+    " FROM steps s LEFT JOIN executions pe ON pe.id = s.parent_execution_id"
+    " LEFT JOIN steps ps ON ps.id = pe.step_id LEFT JOIN runs r ON r.id = ps.run_id"
+    " WHERE s.run_id = ? AND s.number > ? ORDER BY s.number LIMIT ?"
+)
+
+
 def run(db: sqlite3.Connection, workspace: str, run_id: str) -> dict[str, Any] | None:
-    workspace_id = _workspace_id(db, workspace)
-    row = db.execute(
-        "SELECT id, parent_execution_id, requires, created_at, created_by FROM runs"
-        " WHERE external_id = ?",
-        (run_id,),
-    ).fetchone()
-    if workspace_id is None or row is None:
-        return None
-    store = orchestration.SqliteOrchestrationStore(db)
-    internal_id, parent_execution, requires, created_at, created_by = row
-    parent = None if parent_execution is None else _summary(db, parent_execution)
-    origin = db.execute(
-        "SELECT e.workspace_id FROM steps s JOIN executions e ON e.step_id = s.id"
-        " WHERE s.run_id = ? AND s.number = 1 ORDER BY e.attempt LIMIT 1",
-        (internal_id,),
-    ).fetchone()
-    visible = {workspace_id, origin[0] if origin else workspace_id}
-    present = _parts_present(db, internal_id)
-    steps: dict[str, Any] = {}
-    step_rows = db.execute(
-        "SELECT s.id, s.number, s.module, s.target, s.options, s.arguments, s.created_at,"
-        " r.external_id || ':' || ps.number || ':' || pe.attempt, s.cache_key, s.memo_key"
-        " FROM steps s LEFT JOIN executions pe ON pe.id = s.parent_execution_id"
-        " LEFT JOIN steps ps ON ps.id = pe.step_id LEFT JOIN runs r ON r.id = ps.run_id"
-        " WHERE s.run_id = ? ORDER BY s.number",
-        (internal_id,),
-    ).fetchall()
-    for (
+    """The run topic, read in one go."""
+    build = RunBuild(workspace, run_id)
+    return build.start(db)
+
+
+def _step_view(
+    db: sqlite3.Connection,
+    store: orchestration.SqliteOrchestrationStore,
+    run_id: str,
+    step_row: tuple[Any, ...],
+    visible: set[int],
+    present: frozenset[str],
+) -> dict[str, Any] | None:
+    """A step of the run topic, with its executions in the visible workspaces (None if
+    it has none there)."""
+    (
         step_id,
         number,
         module,
@@ -687,106 +766,99 @@ def run(db: sqlite3.Connection, workspace: str, run_id: str) -> dict[str, Any] |
         parent_id,
         cache_key,
         memo_key,
-    ) in step_rows:
-        executions: dict[str, Any] = {}
-        for (
-            execution_id,
-            attempt,
-            ws_external,
-            ws_id,
-            e_created,
-            e_created_by,
-            execute_after,
-            assigned_at,
-            value,
-            error,
-            retryable,
-            result_at,
-            kind,
-            successor,
-            completed_at,
-        ) in db.execute(
-            "SELECT e.id, e.attempt, w.external_id, w.id, e.created_at, e.created_by,"
-            " e.execute_after, a.assigned_at, r.value, r.error, r.retryable, r.created_at,"
-            " c.kind, c.successor_id, c.created_at FROM executions e"
-            " JOIN workspaces w ON w.id = e.workspace_id"
-            " LEFT JOIN assignments a ON a.execution_id = e.id"
-            " LEFT JOIN results r ON r.execution_id = e.id"
-            " LEFT JOIN completions c ON c.execution_id = e.id"
-            " WHERE e.step_id = ? ORDER BY e.attempt",
-            (step_id,),
-        ):
-            if ws_id not in visible:
-                continue
-            result = _result(db, execution_id, value, error, retryable, kind, successor)
-            executions[str(attempt)] = {
-                "executionId": f"{run_id}:{number}:{attempt}",
-                "workspaceId": ws_external,
-                "createdAt": e_created,
-                "createdBy": _loads(e_created_by),
-                "executeAfter": execute_after,
-                "assignedAt": assigned_at,
-                "completedAt": completed_at,
-                "resultAt": result_at,
-                "completion": _completion(db, kind, successor),
-                "groups": {
-                    str(g): n
-                    for g, n in _rows(
-                        db,
-                        "groups" in present,
-                        "SELECT group_id, name FROM groups WHERE execution_id = ?",
-                        execution_id,
-                    )
-                },
-                "children": [
-                    {"stepId": f"{cr}:{cn}", "attempt": ca, "groupId": cg}
-                    for cr, cn, ca, cg in _rows(
-                        db,
-                        "children" in present,
-                        "SELECT r.external_id, s.number, e.attempt, c.group_id FROM children c"
-                        " JOIN executions e ON e.id = c.child_id JOIN steps s ON s.id = e.step_id"
-                        " JOIN runs r ON r.id = s.run_id WHERE c.parent_id = ?"
-                        " ORDER BY c.created_at, c.child_id",
-                        execution_id,
-                    )
-                ],
-                "result": result,
-                "metrics": _metrics(db, execution_id) if "metric_definitions" in present else {},
-                **_execution_view(db, store, execution_id, present),
-            }
-        if not executions:
+    ) = step_row
+    executions: dict[str, Any] = {}
+    for (
+        execution_id,
+        attempt,
+        ws_external,
+        ws_id,
+        e_created,
+        e_created_by,
+        execute_after,
+        assigned_at,
+        value,
+        error,
+        retryable,
+        result_at,
+        kind,
+        successor,
+        completed_at,
+    ) in db.execute(
+        "SELECT e.id, e.attempt, w.external_id, w.id, e.created_at, e.created_by,"
+        " e.execute_after, a.assigned_at, r.value, r.error, r.retryable, r.created_at,"
+        " c.kind, c.successor_id, c.created_at FROM executions e"
+        " JOIN workspaces w ON w.id = e.workspace_id"
+        " LEFT JOIN assignments a ON a.execution_id = e.id"
+        " LEFT JOIN results r ON r.execution_id = e.id"
+        " LEFT JOIN completions c ON c.execution_id = e.id"
+        " WHERE e.step_id = ? ORDER BY e.attempt",
+        (step_id,),
+    ):
+        if ws_id not in visible:
             continue
-        options = json.loads(options_text)
-        retries = options.get("retries")
-        cache = options.get("cache")
-        steps[f"{run_id}:{number}"] = {
-            "stepNumber": number,
-            "module": module,
-            "target": target,
-            "parentId": parent_id,
-            "cacheConfig": cache,
-            "cacheKey": None if cache_key is None else cache_key[:10],
-            "memoKey": None if memo_key is None else memo_key[:10],
-            "retries": None
-            if retries is None
-            else {
-                "limit": retries["limit"],
-                "backoffMin": retries["backoff_min"],
-                "backoffMax": retries["backoff_max"],
+        result = _result(db, execution_id, value, error, retryable, kind, successor)
+        executions[str(attempt)] = {
+            "executionId": f"{run_id}:{number}:{attempt}",
+            "workspaceId": ws_external,
+            "createdAt": e_created,
+            "createdBy": _loads(e_created_by),
+            "executeAfter": execute_after,
+            "assignedAt": assigned_at,
+            "completedAt": completed_at,
+            "resultAt": result_at,
+            "completion": _completion(db, kind, successor),
+            "groups": {
+                str(g): n
+                for g, n in _rows(
+                    db,
+                    "groups" in present,
+                    "SELECT group_id, name FROM groups WHERE execution_id = ?",
+                    execution_id,
+                )
             },
-            "recurrent": bool(options.get("recurrent")),
-            "timeout": options.get("timeout", 0),
-            "createdAt": step_created,
-            "arguments": [encode_value(v, db) for v in json.loads(arguments)],
-            "requires": options.get("requires") or {},
-            "executions": executions,
+            "children": [
+                {"stepId": f"{cr}:{cn}", "attempt": ca, "groupId": cg}
+                for cr, cn, ca, cg in _rows(
+                    db,
+                    "children" in present,
+                    "SELECT r.external_id, s.number, e.attempt, c.group_id FROM children c"
+                    " JOIN executions e ON e.id = c.child_id JOIN steps s ON s.id = e.step_id"
+                    " JOIN runs r ON r.id = s.run_id WHERE c.parent_id = ?"
+                    " ORDER BY c.created_at, c.child_id",
+                    execution_id,
+                )
+            ],
+            "result": result,
+            "metrics": _metrics(db, execution_id) if "metric_definitions" in present else {},
+            **_execution_view(db, store, execution_id, present),
         }
+    if not executions:
+        return None
+    options = json.loads(options_text)
+    retries = options.get("retries")
+    cache = options.get("cache")
     return {
-        "createdAt": created_at,
-        "createdBy": _loads(created_by),
-        "requires": json.loads(requires),
-        "parent": parent,
-        "steps": steps,
+        "stepNumber": number,
+        "module": module,
+        "target": target,
+        "parentId": parent_id,
+        "cacheConfig": cache,
+        "cacheKey": None if cache_key is None else cache_key[:10],
+        "memoKey": None if memo_key is None else memo_key[:10],
+        "retries": None
+        if retries is None
+        else {
+            "limit": retries["limit"],
+            "backoffMin": retries["backoff_min"],
+            "backoffMax": retries["backoff_max"],
+        },
+        "recurrent": bool(options.get("recurrent")),
+        "timeout": options.get("timeout", 0),
+        "createdAt": step_created,
+        "arguments": [encode_value(v, db) for v in json.loads(arguments)],
+        "requires": options.get("requires") or {},
+        "executions": executions,
     }
 
 
