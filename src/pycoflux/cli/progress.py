@@ -19,6 +19,7 @@ from pycoflux.cli import output, values
 from pycoflux.cli.client import Client
 
 POLL_INTERVAL = 0.15
+POLL_PACE = 4  # the next poll waits at least this many times the last one's duration
 OK_RESULTS = frozenset({"value", "cached", "spawned"})
 DETACHED = "Detached. Workflow still running."
 
@@ -100,13 +101,23 @@ def all_outcome(run: Any) -> bool | None:
 
 
 def poll(client: Client, workspace_id: str, run_id: str) -> Iterator[Any]:
-    """Yield successive snapshots of the run; transient connection failures are retried."""
+    """Yield successive snapshots of the run; transient connection failures are retried.
+
+    A snapshot of a run of thousands of steps costs the server a build of all of them, so
+    the next poll waits at least ``POLL_PACE`` times as long as the last one took.
+    """
     path = f"workspaces/{workspace_id}/runs/{run_id}"
     while True:
+        started = time.monotonic()
         try:
-            yield client.topic(path)
+            snapshot = client.topic(path)
         except errors.ServerUnreachableError:
             pass
+        else:
+            took = time.monotonic() - started
+            yield snapshot
+            time.sleep(max(POLL_INTERVAL, took * POLL_PACE))
+            continue
         time.sleep(POLL_INTERVAL)
 
 

@@ -299,3 +299,30 @@ def test_a_default_fills_a_missing_trailing_argument(fake: FakeServer, on: Run) 
     result = on("submit", "--no-wait", "pkg.mod/main", "1")
     assert result.exit_code == 0, result.stderr
     assert submit_body(fake)["arguments"] == [["json", "1"], ["json", "2"]]
+
+
+class SlowTopics:
+    """A client whose run snapshots take ``seconds`` each on a fake clock."""
+
+    def __init__(self, clock: list[float], seconds: float) -> None:
+        self.clock = clock
+        self.seconds = seconds
+
+    def topic(self, path: str) -> Any:
+        self.clock[0] += self.seconds
+        return {"path": path}
+
+
+@pytest.mark.parametrize(("took", "waits"), [(0.001, 0.15), (0.1, 0.4), (2.0, 8.0)])
+def test_polling_waits_longer_after_slow_snapshots(
+    monkeypatch: pytest.MonkeyPatch, took: float, waits: float
+) -> None:
+    monkeypatch.setattr(progress, "POLL_INTERVAL", 0.15)
+    clock = [0.0]
+    sleeps: list[float] = []
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(progress.time, "sleep", sleeps.append)
+    snapshots = progress.poll(SlowTopics(clock, took), "W1", "R1")  # type: ignore[arg-type]
+    assert next(snapshots) == {"path": "workspaces/W1/runs/R1"}
+    next(snapshots)
+    assert sleeps == [pytest.approx(waits)]
