@@ -236,12 +236,14 @@ def workflow(
     if workspace_id is None:
         return None
     data = _effective_manifests(db, workspace_id).get(module, {}).get(target)
+    # Newest first by the root step (``steps_roots``), created with its run at the same
+    # time: the walk stops at the 50th run of the workspace instead of sorting them all.
     runs = db.execute(
-        "SELECT r.external_id, r.created_at, r.created_by FROM runs r"
-        " JOIN steps s ON s.run_id = r.id AND s.number = 1"
+        "SELECT r.external_id, r.created_at, r.created_by FROM steps s"
         " JOIN executions e ON e.step_id = s.id AND e.attempt = 1"
-        " WHERE s.module = ? AND s.target = ? AND e.workspace_id = ?"
-        " ORDER BY r.created_at DESC, r.id DESC LIMIT 50",
+        " JOIN runs r ON r.id = s.run_id"
+        " WHERE s.number = 1 AND s.module = ? AND s.target = ? AND e.workspace_id = ?"
+        " ORDER BY s.created_at DESC, s.run_id DESC LIMIT 50",
         (module, target, workspace_id),
     ).fetchall()
     if data is None and not runs:

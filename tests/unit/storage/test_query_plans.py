@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pycoflux.orchestration import commands, model
-from pycoflux.storage import sqlite, views
+from pycoflux.storage import archives, epochs, views
 from tests.unit.orchestration.conftest import Driver, Session
 
 CACHE = model.StepOptions(
@@ -146,7 +146,39 @@ def test_the_live_flag_is_backfilled_from_completions_by_its_migration() -> None
         db.execute("DROP INDEX executions_live")
         db.execute("ALTER TABLE executions DROP COLUMN live")
         db.execute("PRAGMA user_version = 4")
-        sqlite.migrate(db)
+        epochs.migrate(db, archives.SCHEMA.migrations[:5])
         assert db.execute(flags).fetchall() == expected
+    finally:
+        driver.close()
+
+
+def test_the_workflow_topic_walks_the_newest_runs_of_its_target() -> None:
+    driver = Driver()
+    try:
+        ws, worker, root, _ = live_history(driver)
+        other = driver.workspace("other")
+        elsewhere = driver.session(other)
+        for i in range(3):  # runs of the same target in another workspace
+            elsewhere.finish(driver.submit(other, arguments=[i]), i)
+        value = views.workflow(driver.db, ws, "app", "main")
+        assert value is not None
+        # The five finished runs of ``main`` in this workspace, newest first.
+        expected = [
+            row[0]
+            for row in driver.db.execute(
+                "SELECT r.external_id FROM runs r JOIN steps s ON s.run_id = r.id"
+                " AND s.number = 1 JOIN executions e ON e.step_id = s.id AND e.attempt = 1"
+                " JOIN workspaces w ON w.id = e.workspace_id"
+                " WHERE s.target = 'main' AND w.external_id = ? ORDER BY r.id DESC",
+                (ws,),
+            )
+        ]
+        assert len(expected) == 5
+        assert list(value["runs"]) == expected
+        lines = plans(driver.db, lambda: views.workflow(driver.db, ws, "app", "main"))
+        assert [line for line in lines if "steps_roots" in line], lines
+        assert not [line for line in lines if "executions_workspace" in line], lines
+        assert not [line for line in lines if "TEMP B-TREE" in line], lines
+        del worker, root
     finally:
         driver.close()
