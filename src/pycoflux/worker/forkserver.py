@@ -154,6 +154,9 @@ class ForkServer:
             raise ForkServerError(
                 f"fork server did not start: {exc or 'timed out'} {tail}"
             ) from None
+        except BaseException:
+            await self.close()  # cancelled while it starts: nobody else would stop it
+            raise
         self.pid = int(hello.get("pid") or 0)
         return hello
 

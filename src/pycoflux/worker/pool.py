@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
-from collections.abc import Coroutine
-from typing import Any
 
 from pycoflux import errors
 from pycoflux.worker import console
@@ -46,7 +44,8 @@ class ExecutorPool:
         self._busy: set[AdapterProcess] = set()
         self._spawning = 0
         self._state = _State.OPEN
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # top-ups: cancelled on close
+        self._stopping: set[asyncio.Task[None]] = set()  # stops: awaited on close
 
     @property
     def closed(self) -> bool:
@@ -105,14 +104,18 @@ class ExecutorPool:
                 # At the front: the most recently used process is taken next (warm caches).
                 self._warm.appendleft(process)
                 return
-            self._background(process.stop(self._graceful_exit), "pool-stop-surplus")
+            self._stop_later(process)
         if self._state is _State.OPEN and self._needs_warm():
-            self._background(self._top_up(), "pool-top-up")
+            task = asyncio.create_task(self._top_up(), name="pool-top-up")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(work, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _stop_later(self, process: AdapterProcess) -> None:
+        """Stop a process in the background; ``close`` waits for it (a cancelled stop would
+        leave the process running with nobody to reap it)."""
+        task = asyncio.create_task(process.stop(self._graceful_exit), name="pool-stop-surplus")
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
 
     def _needs_warm(self) -> bool:
         warm = len(self._warm) + self._spawning
@@ -131,7 +134,7 @@ class ExecutorPool:
         if self._state is _State.OPEN and self._needs_warm():
             self._warm.append(process)
         else:
-            await process.stop(self._graceful_exit)
+            self._stop_later(process)
 
     async def close_warm(self) -> None:
         """Stop keeping executors warm (drain): idle ones exit on stdin EOF."""
@@ -148,9 +151,12 @@ class ExecutorPool:
 
     async def close(self) -> None:
         self._state = _State.CLOSED
+        # A top-up cancelled while its executor starts kills and reaps it (``attach``).
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._stopping:
+            await asyncio.gather(*self._stopping, return_exceptions=True)
         await self.close_warm()
         await self.launcher.close()

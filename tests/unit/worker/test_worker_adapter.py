@@ -163,6 +163,21 @@ async def test_pool_prespawns_warm_executors_and_tops_up(tmp_path: Path) -> None
         await pool.close()
 
 
+async def test_closing_the_pool_waits_for_the_executors_it_is_stopping(tmp_path: Path) -> None:
+    """A process released while the pool drains is stopped in the background; closing the
+    pool reaps it rather than leaving it running with nobody to wait for it."""
+    launcher = SpawnLauncher(SDK_ADAPTER, cwd=tmp_path, ready_timeout=30)
+    pool = ExecutorPool(launcher, concurrency=2, graceful_exit=5)
+    try:
+        await pool.start()
+        process = await pool.acquire()
+        await pool.close_warm()
+        pool.release(process, reuse=True)  # draining: stopped, not kept
+    finally:
+        await pool.close()
+    assert not process.alive
+
+
 def test_detect_adapter_prefers_a_project_venv(tmp_path: Path) -> None:
     (tmp_path / ".venv" / "bin").mkdir(parents=True)
     (tmp_path / ".venv" / "bin" / "python").touch()
