@@ -182,6 +182,7 @@ class Orchestrator(
     # --- Start-up and timers -------------------------------------------------------------
 
     def _start(self, _: commands.Start) -> None:
+        self._serving_index = None
         for row in self._store.live_sessions():
             session = LiveSession(
                 id=row.id,

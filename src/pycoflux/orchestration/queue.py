@@ -267,6 +267,10 @@ class QueueIndex:
         # The first one delayed past ``now`` sorts at or after (True, now + 1).
         return list(group.islice(0, group.bisect_key_left((True, now + 1, 0, 0))))
 
+    def targets(self) -> list[TargetKey]:
+        """The targets with queued executions."""
+        return list(self._by_target)
+
     def groups(self, target: TargetKey | None = None) -> list[GroupKey]:
         """Every group, or those of one target (one group per set of required tags)."""
         if target is None:

@@ -213,3 +213,65 @@ def test_a_cache_miss_is_looked_up_again_when_its_workspace_gets_a_base(
     assert driver.completion(queued) is None  # no base yet: a miss, and no room to run
     driver.reply(commands.UpdateWorkspace(workspace_id=child_ws, base_id=base, set_base=True))
     assert driver.completion(queued) == (model.Completion.CACHED, done)
+
+
+# --- Sessions ---------------------------------------------------------------------------
+
+
+def test_a_pass_reads_the_declarations_of_sessions_only_when_they_change(
+    driver: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions serving other targets cost a pass nothing; the index of who serves what
+    follows declarations, removals, disconnections and drains."""
+    ws = driver.workspace()
+    main = driver.session(ws, tasks=())
+    root = driver.submit(ws)
+    assert root in main.executes()
+    idle = [driver.session(ws, workflows=(), tasks=("other",)) for _ in range(20)]
+    reads = 0  # builds of the index of who serves what
+    build = driver.core._serving
+
+    def counting() -> Any:
+        nonlocal reads
+        if driver.core._serving_index is None:
+            reads += 1
+        return build()
+
+    monkeypatch.setattr(driver.core, "_serving", counting)
+    first = main.child(root, arguments=[1])
+    second = main.child(root, arguments=[2])
+    assert reads == 0  # built before, by the declarations above; nobody serves "work" yet
+    assert driver.execution(first).id in driver.store.queue()
+    # A session re-declaring to serve "work" is used at once.
+    worker = idle[0]
+    driver.handle(
+        commands.DeclareTargets(
+            session_id=worker.id, targets={"app": {"task": ["work"]}}, concurrency=1
+        )
+    )
+    assert reads == 1
+    assert worker.executes() == [first]
+    # Disconnected and draining sessions are passed over without a rebuild.
+    other = idle[1]
+    driver.handle(
+        commands.DeclareTargets(
+            session_id=other.id, targets={"app": {"task": ["work"]}}, concurrency=1
+        )
+    )
+    assert other.executes() == [second]
+    third = main.child(root, arguments=[3])
+    other.finish(second, 2)
+    assert other.executes() == [second, third]
+    other.finish(third, 3)
+    other.disconnect()
+    driver.handle(commands.DrainSession(session_id=worker.id))
+    worker.finish(first, 1)
+    fourth = main.child(root, arguments=[4])
+    assert fourth not in worker.executes() + other.executes()
+    reads_before = reads
+    # A removed session is never chosen; a new one declaring "work" takes the backlog.
+    driver.advance(10 * 60_000)  # the disconnected session expires
+    assert not driver.core._sessions.get(other.id)
+    late = driver.session(ws, workflows=(), tasks=("work",))
+    assert late.executes() == [fourth]
+    assert reads > reads_before

@@ -20,6 +20,7 @@ from pycoflux.orchestration.lifecycle import Resolution
 
 if TYPE_CHECKING:
     from pycoflux.orchestration.handlers.sessions import LiveSession
+    from pycoflux.orchestration.queue import TargetKey
 
 # A select handle as the core tracks it: ("execution", id), ("input", id) or
 # ("stream", stream id, sequence); and the key a pending handle waits under.
@@ -58,6 +59,9 @@ class Base:
         self._topics: set[tuple[str, ...]] = set()
         self._now = 0
         self._swept_at = 0  # when a scheduling pass last swept the parked executions
+        # The sessions declaring each target (``Scheduling._serving``); None when targets
+        # were declared or a session removed since it was built.
+        self._serving_index: dict[TargetKey, list[LiveSession]] | None = None
 
     # Implemented by the scheduling and session handlers.
     def _tick(self) -> None:

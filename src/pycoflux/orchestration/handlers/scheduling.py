@@ -93,24 +93,22 @@ class Scheduling(Base):
         A group drops out as soon as its sessions are full, so the pass never walks the
         rest of a queue nobody has room for, nor executions delayed into the future, nor
         groups requiring tags no session with room offers."""
-        free = [
-            session
-            for session in self._sessions.values()
-            if session.connected and not session.draining and not session.full
-        ]
-        if not free:
-            return
-        serving: dict[queue_index.TargetKey, list[LiveSession]] = {}
-        for session in free:
-            for (module, target), types in session.targets.items():
-                for target_type in types:
-                    served = (session.workspace_id, module, target, target_type)
-                    serving.setdefault(served, []).append(session)
+        serving = self._serving()
         candidates: dict[queue_index.GroupKey, list[LiveSession]] = {}
         heap: list[tuple[queue_index.SortKey, int, queue_index.GroupKey]] = []
         groups: dict[queue_index.GroupKey, list[model.Execution]] = {}
         positions: dict[queue_index.GroupKey, int] = {}
-        for target_key, sessions in serving.items():
+        for target_key in queue.targets():
+            sessions = [
+                session
+                for session in serving.get(target_key, ())
+                if session.connected
+                and not session.draining
+                and not session.full
+                and self._sessions.get(session.external_id) is session
+            ]
+            if not sessions:
+                continue
             for group_key in queue.groups(target_key):
                 requires = queue_index.thawed(group_key[4])
                 fitting = [s for s in sessions if model.tags_match(requires, s.provides, s.accepts)]
@@ -133,6 +131,22 @@ class Scheduling(Base):
             if position < len(group):
                 positions[key] = position
                 heapq.heappush(heap, (queue_index.sort_key(group[position]), index, key))
+
+    def _serving(self) -> dict[queue_index.TargetKey, list[LiveSession]]:
+        """The sessions declaring each target, in the order they were created.
+
+        Kept between passes, so a pass costs what is queued rather than every connected
+        session's declarations; dropped when a session declares targets or is removed.
+        """
+        if self._serving_index is None:
+            serving: dict[queue_index.TargetKey, list[LiveSession]] = {}
+            for session in self._sessions.values():
+                for (module, target), types in session.targets.items():
+                    for target_type in types:
+                        served = (session.workspace_id, module, target, target_type)
+                        serving.setdefault(served, []).append(session)
+            self._serving_index = serving
+        return self._serving_index
 
     def _ready(self, execution: model.Execution) -> bool:
         return self._blockers(execution) is None

@@ -135,6 +135,7 @@ class Sessions(Base):
         session = self._sessions.pop(external_id, None)
         if session is None:
             return
+        self._serving_index = None
         self._store.expire_session(session.id, self._now)
         self._streams.drop_session(external_id)
         for key in [k for k in self._waits if k[0] == external_id]:
@@ -161,6 +162,7 @@ class Sessions(Base):
                         model.TargetType.parse(kind)
                     )
         session.concurrency = max(command.concurrency, 0)
+        self._serving_index = None
         self._publish("sessions", self._store.workspace_external_id(session.workspace_id))
         self._tick()
 
