@@ -160,16 +160,24 @@ class TopicSession:
         segments = _segments(topic)
         builder = None if segments is None else topics.builder_for(self._host, segments)
         key = None if segments is None else topic_key(segments)
-        value = None if builder is None else (await topics.read(self._host, builder))[0]
-        if builder is None or key is None or value is None:
+        if builder is None or key is None:
             await self.send([0, channel, "not_found"])
             return
         for existing in self._subscriptions.values():
             if existing.key == key:
                 await self.send([4, channel, existing.channel])
                 return
-        subscription = Subscription(channel, key, builder, value)
+        # Listening before the first read: a change committed after the read saw the store
+        # but published before the reset is sent marks the subscription dirty, and its
+        # follower sends it, instead of the subscriber keeping a stale value for good.
+        subscription = Subscription(channel, key, builder, None)
         self._subscriptions[channel] = subscription
+        value = (await topics.read(self._host, builder))[0]
+        if value is None:
+            del self._subscriptions[channel]
+            await self.send([0, channel, "not_found"])
+            return
+        subscription.value = value
         await self.send([2, channel, value])
         subscription.task = asyncio.create_task(self._follow(subscription), name=f"topic-{channel}")
 
