@@ -73,9 +73,9 @@ class Harness:
         return found
 
 
-def fanout(harness: Harness, tasks: int) -> float:
-    """One round: returns the CPU seconds the core spent per task."""
-    root = harness.reply(
+def submit_root(harness: Harness) -> str:
+    """Start a ``fanout`` run; returns its root execution id."""
+    root: str = harness.reply(
         commands.SubmitWorkflow(
             workspace_id=harness.workspace,
             module="flows",
@@ -84,25 +84,40 @@ def fanout(harness: Harness, tasks: int) -> float:
             options=model.StepOptions(),
         )
     )["executionId"]
+    return root
+
+
+def noop_child(
+    harness: Harness,
+    request: int,
+    parent: str,
+    argument: list[Any],
+    options: model.StepOptions | None = None,
+) -> commands.SubmitChild:
+    """The workflow's submission of a ``noop`` task with one argument."""
+    return commands.SubmitChild(
+        session_id=harness.session,
+        request_id=request,
+        parent_id=parent,
+        module="flows",
+        target="noop",
+        type=model.TargetType.TASK,
+        arguments=[argument],
+        group_id=None,
+        options=options or model.StepOptions(),
+    )
+
+
+def fanout(harness: Harness, tasks: int) -> float:
+    """One round: returns the CPU seconds the core spent per task."""
+    root = submit_root(harness)
     running = harness.executes()
     assert running == [root], running
     before = sum(sum(v) for v in harness.cpu.values())
     children: list[str] = []
     in_flight: list[str] = []
     for request in range(1, tasks + 1):
-        harness.handle(
-            commands.SubmitChild(
-                session_id=harness.session,
-                request_id=request,
-                parent_id=root,
-                module="flows",
-                target="noop",
-                type=model.TargetType.TASK,
-                arguments=[["raw", request, []]],
-                group_id=None,
-                options=model.StepOptions(),
-            )
-        )
+        harness.handle(noop_child(harness, request, root, ["raw", request, []]))
         for frame in harness.frames:
             if frame[0] == 2 and frame[1] == request:
                 children.append(frame[2][0])
@@ -132,15 +147,7 @@ def backlog(harness: Harness, size: int) -> None:
     """Queue ``size`` executions of each kind that cannot start during the rounds: delayed
     by an hour, waiting (``wait_for``) on one of those, and requiring a tag no session
     offers (with a cache key, and with a defer key). A pass must not pay for them."""
-    root = harness.reply(
-        commands.SubmitWorkflow(
-            workspace_id=harness.workspace,
-            module="flows",
-            target="fanout",
-            arguments=[],
-            options=model.StepOptions(),
-        )
-    )["executionId"]
+    root = submit_root(harness)
     harness.executes()
     later = model.StepOptions(delay=3_600_000)
     waiting = model.StepOptions(wait_for=[0])
@@ -154,19 +161,8 @@ def backlog(harness: Harness, size: int) -> None:
             request += 1
             reference = [] if first is None else [["execution", first]]
             argument = ["raw", {"type": "ref", "index": 0} if reference else i, reference]
-            harness.handle(
-                commands.SubmitChild(
-                    session_id=harness.session,
-                    request_id=request,
-                    parent_id=root,
-                    module="flows",
-                    target="noop",
-                    type=model.TargetType.TASK,
-                    arguments=[argument if options is waiting else ["raw", i, []]],
-                    group_id=None,
-                    options=options,
-                )
-            )
+            value = argument if options is waiting else ["raw", i, []]
+            harness.handle(noop_child(harness, request, root, value, options))
             if first is None:
                 first = next(f[2][0] for f in harness.frames if f[0] == 2 and f[1] == request)
     harness.frames.clear()
