@@ -112,13 +112,11 @@ def poll(client: Client, workspace_id: str, run_id: str) -> Iterator[Any]:
         try:
             snapshot = client.topic(path)
         except errors.ServerUnreachableError:
-            pass
-        else:
-            took = time.monotonic() - started
-            yield snapshot
-            time.sleep(max(POLL_INTERVAL, took * POLL_PACE))
+            time.sleep(POLL_INTERVAL)
             continue
-        time.sleep(POLL_INTERVAL)
+        took = time.monotonic() - started
+        yield snapshot
+        time.sleep(max(POLL_INTERVAL, took * POLL_PACE))
 
 
 def wait(

@@ -155,24 +155,9 @@ class RunTopic:
     async def read(self) -> tuple[Any, float]:
         """The run, and the seconds its slices held the store."""
         build = views.RunBuild(self.workspace, self.run_id, budget=SLICE_SECONDS)
-        spent = 0.0
-
-        def first(db: sqlite3.Connection, _: core.Orchestrator) -> Any:
-            nonlocal spent
-            started = time.perf_counter()
-            value = build.start(db)
-            spent += time.perf_counter() - started
-            return value
-
-        def more(db: sqlite3.Connection, _: core.Orchestrator) -> None:
-            nonlocal spent
-            started = time.perf_counter()
-            build.resume(db)
-            spent += time.perf_counter() - started
-
-        await self.host.read(first)
+        _, spent = await read(self.host, lambda db, _: build.start(db))
         while not build.done:
-            await self.host.read(more)
+            spent += (await read(self.host, lambda db, _: build.resume(db)))[1]
         if build.value is None:  # not in the active epoch (or no longer)
             return await self.host.read(self), spent
         return build.value, spent

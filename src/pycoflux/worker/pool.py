@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+from collections.abc import Coroutine
+from typing import Any
 
 from pycoflux import errors
 from pycoflux.worker import console
@@ -29,6 +31,13 @@ class _State(enum.Enum):
     OPEN = "open"
     DRAINING = "draining"  # no warm executors; on-demand spawns still allowed
     CLOSED = "closed"
+
+
+def _background(tasks: set[asyncio.Task[None]], work: Coroutine[Any, Any, None], name: str) -> None:
+    """Run ``work`` as a task held in ``tasks`` until it ends."""
+    task = asyncio.create_task(work, name=name)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
 
 
 class ExecutorPool:
@@ -106,16 +115,12 @@ class ExecutorPool:
                 return
             self._stop_later(process)
         if self._state is _State.OPEN and self._needs_warm():
-            task = asyncio.create_task(self._top_up(), name="pool-top-up")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            _background(self._tasks, self._top_up(), "pool-top-up")
 
     def _stop_later(self, process: AdapterProcess) -> None:
         """Stop a process in the background; ``close`` waits for it (a cancelled stop would
         leave the process running with nobody to reap it)."""
-        task = asyncio.create_task(process.stop(self._graceful_exit), name="pool-stop-surplus")
-        self._stopping.add(task)
-        task.add_done_callback(self._stopping.discard)
+        _background(self._stopping, process.stop(self._graceful_exit), "pool-stop-surplus")
 
     def _needs_warm(self) -> bool:
         warm = len(self._warm) + self._spawning

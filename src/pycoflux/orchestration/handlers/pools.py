@@ -385,7 +385,7 @@ class Pools(Base):
                 continue
             picked = chosen.setdefault(workspace_id, set())
             for execution in queue.due(key, self._now):
-                if set(options) <= picked or set(fitting) <= picked:
+                if picked.issuperset(fitting):
                     break
                 if self._ready(execution):
                     picked.add(self._rng.choice(fitting))

@@ -102,10 +102,7 @@ class Scheduling(Base):
             sessions = [
                 session
                 for session in serving.get(target_key, ())
-                if session.connected
-                and not session.draining
-                and not session.full
-                and self._sessions.get(session.external_id) is session
+                if session.connected and not session.draining and not session.full
             ]
             if not sessions:
                 continue
