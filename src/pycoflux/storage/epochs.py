@@ -219,24 +219,6 @@ def _same(key: Any) -> str | bytes:
     return key if isinstance(key, bytes) else str(key)
 
 
-def migrate(db: sqlite3.Connection, migrations: Sequence[str]) -> None:
-    """Apply the migrations not yet applied, each in its own transaction."""
-    (current,) = db.execute("PRAGMA user_version").fetchone()
-    for number, script in enumerate(migrations, start=1):
-        if number <= current:
-            continue
-        db.execute("BEGIN")
-        try:
-            for statement in script.split(";\n"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version={number}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-
 def open_read_only(path: Path) -> sqlite3.Connection:
     """An archive: read-only and immutable (no locking, no journal files created)."""
     return sqlite3.connect(
@@ -300,7 +282,7 @@ class Partitions:
             self.active_path, migrations=False, synced_by_caller=self.synced_by_caller
         )
         try:
-            migrate(db, self.schema.migrations)
+            sqlite.apply_migrations(db, self.schema.migrations)
             db.execute("CREATE TABLE IF NOT EXISTS partition_base (base INTEGER NOT NULL) STRICT")
             row = db.execute("SELECT base FROM partition_base").fetchone()
         except sqlite3.Error as e:

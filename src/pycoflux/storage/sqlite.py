@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -87,7 +88,6 @@ def _wal(path: Path) -> Path:
 
 def migrate(connection: sqlite3.Connection) -> None:
     """Apply the numbered ``migrations/*.sql`` files not yet applied (``user_version``)."""
-    (current,) = connection.execute("PRAGMA user_version").fetchone()
     scripts = sorted(
         (
             entry
@@ -96,13 +96,26 @@ def migrate(connection: sqlite3.Connection) -> None:
         ),
         key=lambda entry: entry.name,
     )
-    for entry in scripts:
-        number = int(entry.name.split("_", 1)[0])
+    numbers = [int(entry.name.split("_", 1)[0]) for entry in scripts]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise errors.StoreError(f"migrations are not numbered 1 to {len(numbers)}: {numbers}")
+    apply_migrations(connection, [entry.read_text() for entry in scripts])
+
+
+def apply_migrations(db: sqlite3.Connection, migrations: Sequence[str]) -> None:
+    """Apply the migrations (the first is number 1) that the database's ``user_version``
+    says are not applied yet, each in its own transaction."""
+    (current,) = db.execute("PRAGMA user_version").fetchone()
+    for number, script in enumerate(migrations, start=1):
         if number <= current:
             continue
-        connection.execute("BEGIN")
-        for statement in entry.read_text().split(";\n"):
-            if statement.strip():
-                connection.execute(statement)
-        connection.execute(f"PRAGMA user_version={number}")
-        connection.execute("COMMIT")
+        db.execute("BEGIN")
+        try:
+            for statement in script.split(";\n"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version={number}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pycoflux.orchestration import commands, model
-from pycoflux.storage import archives, epochs, views
+from pycoflux.storage import archives, sqlite, views
 from tests.unit.orchestration.conftest import Driver, Session
 
 CACHE = model.StepOptions(
@@ -146,7 +146,7 @@ def test_the_live_flag_is_backfilled_from_completions_by_its_migration() -> None
         db.execute("DROP INDEX executions_live")
         db.execute("ALTER TABLE executions DROP COLUMN live")
         db.execute("PRAGMA user_version = 4")
-        epochs.migrate(db, archives.SCHEMA.migrations[:5])
+        sqlite.apply_migrations(db, archives.SCHEMA.migrations[:5])
         assert db.execute(flags).fetchall() == expected
     finally:
         driver.close()
