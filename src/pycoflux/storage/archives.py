@@ -39,12 +39,10 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pycoflux import errors
-from pycoflux.storage import epochs
+from pycoflux.storage import epochs, sqlite
 
 log = logging.getLogger("pycoflux.storage")
 
@@ -52,25 +50,9 @@ T = TypeVar("T")
 _CHUNK = 500  # ids per IN (...) list
 
 
-def _migrations() -> tuple[str, ...]:
-    """The numbered ``migrations/*.sql`` scripts, in order (they must be numbered 1..n)."""
-    entries = sorted(
-        (
-            e
-            for e in resources.files("pycoflux.storage.migrations").iterdir()
-            if e.name.endswith(".sql")
-        ),
-        key=lambda e: e.name,
-    )
-    numbers = [int(e.name.split("_", 1)[0]) for e in entries]
-    if numbers != list(range(1, len(entries) + 1)):
-        raise errors.StoreError(f"orchestration migrations are not numbered 1..n: {numbers}")
-    return tuple(e.read_text() for e in entries)
-
-
 SCHEMA = epochs.Schema(
     name="orchestration",
-    migrations=_migrations(),
+    migrations=sqlite.packaged_migrations(),
     filters={
         "runs": "SELECT external_id FROM runs",
         "cache_keys": "SELECT DISTINCT cache_key FROM steps WHERE cache_key IS NOT NULL",

@@ -86,9 +86,9 @@ def _wal(path: Path) -> Path:
     return path.with_name(path.name + "-wal")
 
 
-def migrate(connection: sqlite3.Connection) -> None:
-    """Apply the numbered ``migrations/*.sql`` files not yet applied (``user_version``)."""
-    scripts = sorted(
+def packaged_migrations() -> tuple[str, ...]:
+    """The project schema's ``migrations/*.sql`` scripts, in order (numbered 1 to n)."""
+    entries = sorted(
         (
             entry
             for entry in resources.files("pycoflux.storage.migrations").iterdir()
@@ -96,10 +96,15 @@ def migrate(connection: sqlite3.Connection) -> None:
         ),
         key=lambda entry: entry.name,
     )
-    numbers = [int(entry.name.split("_", 1)[0]) for entry in scripts]
-    if numbers != list(range(1, len(numbers) + 1)):
-        raise errors.StoreError(f"migrations are not numbered 1 to {len(numbers)}: {numbers}")
-    apply_migrations(connection, [entry.read_text() for entry in scripts])
+    numbers = [int(entry.name.split("_", 1)[0]) for entry in entries]
+    if numbers != list(range(1, len(entries) + 1)):
+        raise errors.StoreError(f"migrations are not numbered 1 to {len(entries)}: {numbers}")
+    return tuple(entry.read_text() for entry in entries)
+
+
+def migrate(connection: sqlite3.Connection) -> None:
+    """Bring a project database to the packaged schema."""
+    apply_migrations(connection, packaged_migrations())
 
 
 def apply_migrations(db: sqlite3.Connection, migrations: Sequence[str]) -> None:

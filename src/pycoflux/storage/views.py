@@ -326,12 +326,12 @@ def search(db: sqlite3.Connection, workspace: str, query: str) -> list[dict[str,
     for module, names in _effective_manifests(db, workspace_id).items():
         for name in names:
             targets[(module, name)] = {"type": "workflow", "run": None}
-    # The latest step run of each target in this workspace.
+    # The latest step run of each target in this workspace (kept by a trigger, migration 7).
     for module, name, kind, run_id, number, attempt in db.execute(
         "SELECT s.module, s.target, s.type, r.external_id, s.number, e.attempt"
-        " FROM executions e JOIN steps s ON s.id = e.step_id JOIN runs r ON r.id = s.run_id"
-        " WHERE e.id IN (SELECT MAX(e2.id) FROM executions e2 JOIN steps s2 ON s2.id = e2.step_id"
-        " WHERE e2.workspace_id = ? GROUP BY s2.module, s2.target)",
+        " FROM latest_executions l JOIN executions e ON e.id = l.execution_id"
+        " JOIN steps s ON s.id = e.step_id JOIN runs r ON r.id = s.run_id"
+        " WHERE l.workspace_id = ?",
         (workspace_id,),
     ):
         targets[(module, name)] = {

@@ -372,3 +372,22 @@ def test_an_input_of_an_archived_run_brings_its_run_forward(driver: EpochDriver)
     assert run_id(root) in driver.active_runs()
     row = driver.store.input_by_external_id(input_id)
     assert row is not None and row.prompt.template == "Approve {thing}?"
+
+
+def test_search_sees_runs_carried_into_the_active_epoch(driver: EpochDriver) -> None:
+    ws = driver.workspace()
+    worker = driver.session(ws, workflows=("main", "other"))
+    live = driver.submit(ws)
+    done = driver.submit(ws, "other")
+    worker.finish(done, "old")
+    driver.rotate()  # the live run is carried over with its ids; the finished one is not
+    latest = "SELECT module, target, execution_id FROM latest_executions"
+    assert driver.db.execute(latest).fetchall() == [("app", "main", driver.execution(live).id)]
+    (main,) = [m for m in views.search(driver.db, ws, "main") or [] if m.get("name") == "main"]
+    assert main["run"]["runId"] == run_id(live)
+    driver.execution(done)  # a reference copies the finished run forward, with new ids
+    assert sorted(driver.db.execute(latest).fetchall()) == [
+        ("app", "main", driver.execution(live).id),
+        ("app", "other", driver.execution(done).id),
+    ]
+    worker.finish(live, "new")

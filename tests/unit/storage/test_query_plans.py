@@ -182,3 +182,70 @@ def test_the_workflow_topic_walks_the_newest_runs_of_its_target() -> None:
         del worker, root
     finally:
         driver.close()
+
+
+# --- Search ---------------------------------------------------------------------------
+
+# What search reported as each target's latest run before the table kept it: the newest
+# execution (highest id) of each module and target in the workspace, over the history.
+LATEST_BY_HISTORY = (
+    "SELECT e.workspace_id, s.module, s.target, MAX(e.id) FROM executions e"
+    " JOIN steps s ON s.id = e.step_id GROUP BY e.workspace_id, s.module, s.target"
+)
+LATEST_BY_TABLE = "SELECT workspace_id, module, target, execution_id FROM latest_executions"
+
+
+def search_history(driver: Driver) -> tuple[str, str]:
+    """Two workspaces running the same targets, with retries; returns both workspaces."""
+    ws, worker, root, child = live_history(driver)
+    other = driver.workspace("other")
+    elsewhere = driver.session(other, tasks=("step",))
+    for i in range(3):
+        elsewhere.finish(driver.submit(other, arguments=[i]), i)
+    retried = driver.submit(ws, options=model.StepOptions(retries=model.Retries(limit=1)))
+    worker.error(retried, retryable=True)
+    worker.terminated(retried)
+    worker.finish(child, 1)
+    worker.finish(root, 2)
+    return ws, other
+
+
+def test_search_reads_each_targets_latest_run_without_the_history() -> None:
+    driver = Driver()
+    try:
+        ws, other = search_history(driver)
+        db = driver.db
+        latest = sorted(db.execute(LATEST_BY_HISTORY).fetchall())
+        assert sorted(db.execute(LATEST_BY_TABLE).fetchall()) == latest
+        assert len({row[0] for row in latest}) == 2  # both workspaces
+        matches = views.search(db, ws, "ma")
+        assert matches is not None
+        (main,) = [m for m in matches if m.get("name") == "main"]
+        # The retried run's second attempt is main's newest execution in this workspace.
+        here = driver.store.workspace_by_external_id(ws)
+        assert here is not None
+        newest = max(row[3] for row in latest if row[2] == "main" and row[0] == here.id)
+        assert main["run"]["attempt"] == driver.store.execution(newest).attempt == 2
+        step = next(m for m in views.search(db, ws, "st") or [] if m.get("name") == "step")
+        assert step["type"] == "task" and step["run"]["stepNumber"] == 2
+        lines = plans(db, lambda: views.search(db, other, "ma"))
+        assert not [line for line in lines if "executions_workspace" in line], lines
+        assert not [line for line in lines if line.startswith("SCAN e")], lines
+    finally:
+        driver.close()
+
+
+def test_the_latest_executions_are_backfilled_by_their_migration() -> None:
+    driver = Driver()
+    try:
+        search_history(driver)
+        db = driver.db
+        expected = sorted(db.execute(LATEST_BY_HISTORY).fetchall())
+        # The database as it was before the migration that added the table.
+        db.execute("DROP TRIGGER executions_latest")
+        db.execute("DROP TABLE latest_executions")
+        db.execute("PRAGMA user_version = 6")
+        sqlite.apply_migrations(db, archives.SCHEMA.migrations[:7])
+        assert sorted(db.execute(LATEST_BY_TABLE).fetchall()) == expected
+    finally:
+        driver.close()
