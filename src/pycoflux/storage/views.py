@@ -478,6 +478,8 @@ _PART_TABLES = {
     "groups": "execution_id",
     "children": "parent_id",
     "metric_definitions": "execution_id",
+    # Checkpoints are read across attempts of one step, so all within the run.
+    "checkpoints": "execution_id",
 }
 _PARTS_QUERY = "SELECT " + ", ".join(
     f"EXISTS (SELECT 1 FROM steps s JOIN executions e ON e.step_id = s.id"
@@ -501,11 +503,12 @@ def _execution_view(
     db: sqlite3.Connection,
     store: orchestration.SqliteOrchestrationStore,
     execution_id: int,
+    run_id: str,
+    step_number: int,
     present: frozenset[str],
 ) -> dict[str, Any]:
     """The per-execution parts of the run topic beyond its scalar fields (tables missing
     from ``present`` have no rows for this execution)."""
-    execution = store.execution(execution_id)
     view: dict[str, Any] = {}
     view["assets"] = {
         asset_id: _asset_summary(db, asset_id)
@@ -586,21 +589,22 @@ def _execution_view(
             "pending": store.stream_closure(stream_id) is None,
         }
     view["dependencies"] = dependencies
-    view["checkpoints"] = {
-        "before": {
-            name: encode_value(value, db)
-            for name, value in checkpoints.before(store, execution).items()
-        },
-        "after": {
-            name: encode_value(value, db)
-            for name, value in checkpoints.after(store, execution).items()
-        },
-    }
+    view["checkpoints"] = {"before": {}, "after": {}}
+    if "checkpoints" in present:
+        execution = store.execution(execution_id)
+        view["checkpoints"] = {
+            "before": {
+                name: encode_value(value, db)
+                for name, value in checkpoints.before(store, execution).items()
+            },
+            "after": {
+                name: encode_value(value, db)
+                for name, value in checkpoints.after(store, execution).items()
+            },
+        }
     view["streams"] = {
         str(number): {
-            "id": model.stream_external_id(
-                execution.run_external_id, execution.step_number, number
-            ),
+            "id": model.stream_external_id(run_id, step_number, number),
             "buffer": buffer,
             "timeoutMs": timeout_ms,
             "openedAt": opened_at,
@@ -833,7 +837,7 @@ def _step_view(
             ],
             "result": result,
             "metrics": _metrics(db, execution_id) if "metric_definitions" in present else {},
-            **_execution_view(db, store, execution_id, present),
+            **_execution_view(db, store, execution_id, run_id, number, present),
         }
     if not executions:
         return None
