@@ -499,22 +499,57 @@ def _rows(db: sqlite3.Connection, present: bool, sql: str, execution_id: int) ->
     return db.execute(sql, (execution_id,)) if present else ()
 
 
+class _Parts:
+    """Which executions of a slice of steps have rows in each per-execution table.
+
+    ``present`` says which tables hold rows for some execution of the run; for those,
+    one query per table and slice finds the executions concerned, so an execution with
+    none costs no query (a fan-out's root has thousands of children and dependencies,
+    its children none). Checkpoints stay run-wide: an attempt reads an earlier one's.
+    """
+
+    def __init__(
+        self, db: sqlite3.Connection, present: frozenset[str], execution_ids: list[int]
+    ) -> None:
+        self.present = present
+        self._owners: dict[str, set[int]] = {}
+        for table in present - {"checkpoints"}:
+            column = _PART_TABLES[table]
+            owners: set[int] = set()
+            for chunk in _chunks(execution_ids):
+                owners.update(
+                    row[0]
+                    for row in db.execute(
+                        f"SELECT DISTINCT {column} FROM {table}"
+                        f" WHERE {column} IN ({','.join('?' * len(chunk))})",
+                        chunk,
+                    )
+                )
+            self._owners[table] = owners
+
+    def has(self, table: str, execution_id: int) -> bool:
+        return execution_id in self._owners.get(table, ())
+
+
+def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
 def _execution_view(
     db: sqlite3.Connection,
     store: orchestration.SqliteOrchestrationStore,
     execution_id: int,
     run_id: str,
     step_number: int,
-    present: frozenset[str],
+    parts: _Parts,
 ) -> dict[str, Any]:
-    """The per-execution parts of the run topic beyond its scalar fields (tables missing
-    from ``present`` have no rows for this execution)."""
+    """The per-execution parts of the run topic beyond its scalar fields."""
     view: dict[str, Any] = {}
     view["assets"] = {
         asset_id: _asset_summary(db, asset_id)
         for (asset_id,) in _rows(
             db,
-            "execution_assets" in present,
+            parts.has("execution_assets", execution_id),
             "SELECT a.external_id FROM execution_assets x JOIN assets a ON a.id = x.asset_id"
             " WHERE x.execution_id = ? ORDER BY x.created_at, a.id",
             execution_id,
@@ -524,7 +559,7 @@ def _execution_view(
         f"{run}/i{number}": {"title": title, "status": _input_status(db, input_id)}
         for input_id, run, number, title in _rows(
             db,
-            "execution_inputs" in present,
+            parts.has("execution_inputs", execution_id),
             "SELECT i.id, r.external_id, i.number, i.title FROM execution_inputs x"
             " JOIN inputs i ON i.id = x.input_id JOIN runs r ON r.id = i.run_id"
             " WHERE x.execution_id = ? ORDER BY i.id",
@@ -534,7 +569,7 @@ def _execution_view(
     dependencies: dict[str, Any] = {}
     for (dependency,) in _rows(
         db,
-        "dependencies" in present,
+        parts.has("dependencies", execution_id),
         "SELECT dependency_id FROM dependencies WHERE execution_id = ? ORDER BY created_at",
         execution_id,
     ):
@@ -543,7 +578,7 @@ def _execution_view(
             dependencies[summary["executionId"]] = {"type": "result", "execution": summary}
     for input_id, run, number, title in _rows(
         db,
-        "input_dependencies" in present,
+        parts.has("input_dependencies", execution_id),
         "SELECT i.id, r.external_id, i.number, i.title FROM input_dependencies d"
         " JOIN inputs i ON i.id = d.input_id JOIN runs r ON r.id = i.run_id"
         " WHERE d.execution_id = ? ORDER BY d.created_at, i.id",
@@ -558,7 +593,7 @@ def _execution_view(
         }
     for (asset_id,) in _rows(
         db,
-        "asset_dependencies" in present,
+        parts.has("asset_dependencies", execution_id),
         "SELECT a.external_id FROM asset_dependencies d JOIN assets a ON a.id = d.asset_id"
         " WHERE d.execution_id = ? ORDER BY d.created_at, a.id",
         execution_id,
@@ -570,7 +605,7 @@ def _execution_view(
         }
     for (stream_id,) in _rows(
         db,
-        "stream_dependencies" in present,
+        parts.has("stream_dependencies", execution_id),
         "SELECT stream_id FROM stream_dependencies WHERE execution_id = ? ORDER BY created_at",
         execution_id,
     ):
@@ -590,7 +625,7 @@ def _execution_view(
         }
     view["dependencies"] = dependencies
     view["checkpoints"] = {"before": {}, "after": {}}
-    if "checkpoints" in present:
+    if "checkpoints" in parts.present:
         execution = store.execution(execution_id)
         view["checkpoints"] = {
             "before": {
@@ -614,7 +649,7 @@ def _execution_view(
         }
         for number, buffer, timeout_ms, opened_at, closed_at, label, error in _rows(
             db,
-            "stream_registrations" in present,
+            parts.has("stream_registrations", execution_id),
             "SELECT st.number, g.buffer, g.timeout_ms, g.created_at, x.created_at, x.label,"
             " x.error FROM stream_registrations g JOIN streams st ON st.id = g.stream_id"
             " LEFT JOIN stream_closures x ON x.stream_id = st.id"
@@ -722,9 +757,21 @@ class RunBuild:
         store = orchestration.SqliteOrchestrationStore(db)
         while True:
             rows = db.execute(_STEP_ROWS, (self._internal_id, self._after, _STEP_SLICE)).fetchall()
+            executions = _slice_executions(db, [step_row[0] for step_row in rows])
+            parts = _Parts(
+                db, self._present, [e[0] for found in executions.values() for e in found]
+            )
             for step_row in rows:
                 self._after = step_row[1]
-                step = _step_view(db, store, self.run_id, step_row, self._visible, self._present)
+                step = _step_view(
+                    db,
+                    store,
+                    self.run_id,
+                    step_row,
+                    executions.get(step_row[0], []),
+                    self._visible,
+                    parts,
+                )
                 if step is not None:
                     self.value["steps"][f"{self.run_id}:{step_row[1]}"] = step
                 if deadline is not None and time.perf_counter() >= deadline:
@@ -745,6 +792,31 @@ _STEP_ROWS = (
 )
 
 
+_SLICE_EXECUTIONS = (
+    "SELECT e.id, e.attempt, w.external_id, w.id, e.created_at, e.created_by,"
+    " e.execute_after, a.assigned_at, r.value, r.error, r.retryable, r.created_at,"
+    " c.kind, c.successor_id, c.created_at, e.step_id FROM executions e"
+    " JOIN workspaces w ON w.id = e.workspace_id"
+    " LEFT JOIN assignments a ON a.execution_id = e.id"
+    " LEFT JOIN results r ON r.execution_id = e.id"
+    " LEFT JOIN completions c ON c.execution_id = e.id"
+    " WHERE e.step_id IN ({marks}) ORDER BY e.step_id, e.attempt"
+)
+
+
+def _slice_executions(
+    db: sqlite3.Connection, step_ids: list[int]
+) -> dict[int, list[tuple[Any, ...]]]:
+    """The executions of these steps with their assignment, result and completion, by
+    step, in attempt order (the step id dropped from each row)."""
+    found: dict[int, list[tuple[Any, ...]]] = {}
+    for chunk in _chunks(step_ids):
+        sql = _SLICE_EXECUTIONS.format(marks=",".join("?" * len(chunk)))
+        for row in db.execute(sql, chunk):
+            found.setdefault(row[-1], []).append(row[:-1])
+    return found
+
+
 def run(db: sqlite3.Connection, workspace: str, run_id: str) -> dict[str, Any] | None:
     """The run topic, read in one go."""
     build = RunBuild(workspace, run_id)
@@ -756,13 +828,14 @@ def _step_view(
     store: orchestration.SqliteOrchestrationStore,
     run_id: str,
     step_row: tuple[Any, ...],
+    execution_rows: list[tuple[Any, ...]],
     visible: set[int],
-    present: frozenset[str],
+    parts: _Parts,
 ) -> dict[str, Any] | None:
     """A step of the run topic, with its executions in the visible workspaces (None if
     it has none there)."""
     (
-        step_id,
+        _step_id,
         number,
         module,
         target,
@@ -790,17 +863,7 @@ def _step_view(
         kind,
         successor,
         completed_at,
-    ) in db.execute(
-        "SELECT e.id, e.attempt, w.external_id, w.id, e.created_at, e.created_by,"
-        " e.execute_after, a.assigned_at, r.value, r.error, r.retryable, r.created_at,"
-        " c.kind, c.successor_id, c.created_at FROM executions e"
-        " JOIN workspaces w ON w.id = e.workspace_id"
-        " LEFT JOIN assignments a ON a.execution_id = e.id"
-        " LEFT JOIN results r ON r.execution_id = e.id"
-        " LEFT JOIN completions c ON c.execution_id = e.id"
-        " WHERE e.step_id = ? ORDER BY e.attempt",
-        (step_id,),
-    ):
+    ) in execution_rows:
         if ws_id not in visible:
             continue
         result = _result(db, execution_id, value, error, retryable, kind, successor)
@@ -818,7 +881,7 @@ def _step_view(
                 str(g): n
                 for g, n in _rows(
                     db,
-                    "groups" in present,
+                    parts.has("groups", execution_id),
                     "SELECT group_id, name FROM groups WHERE execution_id = ?",
                     execution_id,
                 )
@@ -827,7 +890,7 @@ def _step_view(
                 {"stepId": f"{cr}:{cn}", "attempt": ca, "groupId": cg}
                 for cr, cn, ca, cg in _rows(
                     db,
-                    "children" in present,
+                    parts.has("children", execution_id),
                     "SELECT r.external_id, s.number, e.attempt, c.group_id FROM children c"
                     " JOIN executions e ON e.id = c.child_id JOIN steps s ON s.id = e.step_id"
                     " JOIN runs r ON r.id = s.run_id WHERE c.parent_id = ?"
@@ -836,8 +899,10 @@ def _step_view(
                 )
             ],
             "result": result,
-            "metrics": _metrics(db, execution_id) if "metric_definitions" in present else {},
-            **_execution_view(db, store, execution_id, run_id, number, present),
+            "metrics": _metrics(db, execution_id)
+            if parts.has("metric_definitions", execution_id)
+            else {},
+            **_execution_view(db, store, execution_id, run_id, number, parts),
         }
     if not executions:
         return None

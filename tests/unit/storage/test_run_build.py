@@ -91,3 +91,35 @@ def test_a_run_that_left_the_store_between_slices_is_read_again(tmp_path: Path) 
         assert build.done and build.value is None  # not in the active epoch any more
     finally:
         driver.close()
+
+
+def test_every_execution_shows_its_own_children_and_dependencies_across_slices(
+    driver: Driver,
+) -> None:
+    # 150 steps span three slices of 64; only some executions have children or
+    # dependencies, which a slice finds with one query per table.
+    ws, worker, root, made = run_with_children(driver, 150)
+    # Running children (the second half) submit a grandchild each, every seventh of them.
+    grandchildren = {child: worker.child(child) for child in made[75::7]}
+    worker.select(root, made[:40])  # the root depends on the first 40 children
+    worker.select(made[100], [made[0]])  # a child in the second slice depends on one
+    run_id = root.split(":")[0]
+    value = views.run(driver.db, ws, run_id)
+    assert value is not None and len(value["steps"]) == 1 + 150 + len(grandchildren)
+
+    def execution(external_id: str) -> dict[str, object]:
+        step = value["steps"][external_id.rsplit(":", 1)[0]]
+        return step["executions"][external_id.rsplit(":", 1)[1]]  # type: ignore[no-any-return]
+
+    def children_of(external_id: str) -> list[str]:
+        return [c["stepId"] for c in execution(external_id)["children"]]  # type: ignore[attr-defined]
+
+    assert children_of(root) == [c.rsplit(":", 1)[0] for c in made]
+    for child in made:
+        grandchild = grandchildren.get(child)
+        assert children_of(child) == ([] if grandchild is None else [grandchild.rsplit(":", 1)[0]])
+    assert list(execution(root)["dependencies"]) == made[:40]  # type: ignore[call-overload]
+    assert list(execution(made[100])["dependencies"]) == [made[0]]  # type: ignore[call-overload]
+    others = [c for c in made if c != made[100]]
+    assert all(execution(c)["dependencies"] == {} for c in others)
+    assert views.RunBuild(ws, run_id, budget=0).start(driver.db) is not None
