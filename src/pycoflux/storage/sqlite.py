@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
 from pycoflux import errors
+
+log = logging.getLogger("pycoflux.storage")
 
 
 def connect(
@@ -109,11 +113,19 @@ def migrate(connection: sqlite3.Connection) -> None:
 
 def apply_migrations(db: sqlite3.Connection, migrations: Sequence[str]) -> None:
     """Apply the migrations (the first is number 1) that the database's ``user_version``
-    says are not applied yet, each in its own transaction."""
+    says are not applied yet, each in its own transaction.
+
+    Upgrading an existing database is logged, one line per migration with its time: a
+    migration that backfills from the history can take seconds on a large one. A new
+    (empty) database is migrated silently."""
     (current,) = db.execute("PRAGMA user_version").fetchone()
+    upgrading = current > 0
     for number, script in enumerate(migrations, start=1):
         if number <= current:
             continue
+        started = time.monotonic()
+        if upgrading:
+            log.info("%s: applying schema migration %d of %d", _name(db), number, len(migrations))
         db.execute("BEGIN")
         try:
             for statement in script.split(";\n"):
@@ -124,3 +136,18 @@ def apply_migrations(db: sqlite3.Connection, migrations: Sequence[str]) -> None:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        if upgrading:
+            log.info(
+                "%s: schema migration %d applied in %.1f s",
+                _name(db),
+                number,
+                time.monotonic() - started,
+            )
+
+
+def _name(db: sqlite3.Connection) -> str:
+    """The database's file (or ``:memory:``), for messages."""
+    for _, name, file in db.execute("PRAGMA database_list"):
+        if name == "main":
+            return str(file) or ":memory:"
+    return ":memory:"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from importlib import resources
 from pathlib import Path
@@ -61,3 +62,20 @@ def test_the_project_store_runs_every_packaged_migration(tmp_path: Path) -> None
     again = sqlite.connect(tmp_path / "project.sqlite")  # a restart: nothing left to apply
     assert _version(again) == len(packaged)
     again.close()
+
+
+def test_an_upgrade_says_what_it_applies_and_a_new_database_stays_quiet(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pycoflux.storage")
+    db = _open(tmp_path / "db")
+    sqlite.apply_migrations(db, [FIRST])  # a new database
+    assert caplog.messages == []
+    sqlite.apply_migrations(db, [FIRST, FIXED, "CREATE TABLE c (z INTEGER) STRICT"])
+    path = str(tmp_path / "db")
+    assert [m.split(" applied in ")[0] for m in caplog.messages] == [
+        f"{path}: applying schema migration 2 of 3",
+        f"{path}: schema migration 2",
+        f"{path}: applying schema migration 3 of 3",
+        f"{path}: schema migration 3",
+    ]
