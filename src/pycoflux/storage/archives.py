@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,7 +47,6 @@ from pycoflux.storage import epochs, sqlite
 log = logging.getLogger("pycoflux.storage")
 
 T = TypeVar("T")
-_CHUNK = 500  # ids per IN (...) list
 
 
 SCHEMA = epochs.Schema(
@@ -222,16 +221,6 @@ _EXTERNAL = {
 }
 
 
-def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
-    items = sorted(ids)
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
-def _marks(items: Sequence[object]) -> str:
-    return ",".join("?" * len(items))
-
-
 class _Copier:
     """Copies rows from a source epoch into the target inside the caller's transaction.
 
@@ -268,7 +257,7 @@ class _Copier:
             listed = ", ".join(columns)
             rows = self.source.execute(f"SELECT {listed} FROM {table} WHERE {condition}")
             self.target.executemany(
-                f"INSERT OR IGNORE INTO {table} ({listed}) VALUES ({_marks(columns)})", rows
+                f"INSERT OR IGNORE INTO {table} ({listed}) VALUES ({sqlite.marks(columns)})", rows
             )
 
     # --- Runs ---------------------------------------------------------------------------
@@ -282,8 +271,8 @@ class _Copier:
         frontier = set(chosen)
         while frontier:
             found: set[int] = set()
-            for chunk in _chunks(frontier):
-                sql = _REFERENCED_RUNS.format(ids=_marks(chunk))
+            for chunk in sqlite.chunks(frontier):
+                sql = _REFERENCED_RUNS.format(ids=sqlite.marks(chunk))
                 found.update(row[0] for row in self.source.execute(sql, chunk * 3))
             frontier = {r for r in found if r not in chosen and not self.present(r)}
             chosen |= frontier
@@ -327,7 +316,7 @@ class _Copier:
             if not self.keep_ids:
                 del values["id"]
             cursor = self.target.execute(
-                f"INSERT INTO assets ({', '.join(values)}) VALUES ({_marks(list(values.values()))})",
+                f"INSERT INTO assets ({', '.join(values)}) VALUES ({sqlite.marks(list(values.values()))})",
                 tuple(values.values()),
             )
             target_id = int(cursor.lastrowid or 0)
@@ -351,7 +340,7 @@ class _Copier:
                     del mapped["id"]
                 cursor = self.target.execute(
                     f"INSERT INTO {table.name} ({', '.join(mapped)})"
-                    f" VALUES ({_marks(list(mapped.values()))})",
+                    f" VALUES ({sqlite.marks(list(mapped.values()))})",
                     tuple(mapped.values()),
                 )
                 target_id = source_id if self.keep_ids else int(cursor.lastrowid or 0)
@@ -372,15 +361,15 @@ class _Copier:
                 columns = list(rows[0])
                 self.target.executemany(
                     f"INSERT OR IGNORE INTO {table.name} ({', '.join(columns)})"
-                    f" VALUES ({_marks(columns)})",
+                    f" VALUES ({sqlite.marks(columns)})",
                     [tuple(r[c] for c in columns) for r in rows],
                 )
         # An archive older than the ``live`` flag leaves it at its default: settle it from
         # the completions just copied.
         copied = self.maps.get("executions", {})
-        for chunk in _chunks(copied[i] for i in owned.get("executions", ()) if i in copied):
+        for chunk in sqlite.chunks(copied[i] for i in owned.get("executions", ()) if i in copied):
             self.target.execute(
-                f"UPDATE executions SET live = NULL WHERE id IN ({_marks(chunk)})"
+                f"UPDATE executions SET live = NULL WHERE id IN ({sqlite.marks(chunk)})"
                 " AND id IN (SELECT execution_id FROM completions)",
                 chunk,
             )
@@ -389,10 +378,10 @@ class _Copier:
         columns = self.columns(table.name)
         if not columns:
             return
-        for chunk in _chunks(owners):
+        for chunk in sqlite.chunks(owners):
             for row in self.source.execute(
                 f"SELECT {', '.join(columns)} FROM {table.name}"
-                f" WHERE {table.owner} IN ({_marks(chunk)})",
+                f" WHERE {table.owner} IN ({sqlite.marks(chunk)})",
                 chunk,
             ):
                 yield list(zip(columns, row, strict=True))
@@ -672,7 +661,7 @@ class OrchestrationEpochs:
                 " JOIN workspaces w ON w.id = +e.workspace_id"
                 " JOIN completions c ON c.execution_id = e.id"
                 " JOIN results res ON res.execution_id = e.id"
-                f" WHERE s.cache_key = ? AND w.external_id IN ({_marks(workspaces)})"
+                f" WHERE s.cache_key = ? AND w.external_id IN ({sqlite.marks(workspaces)})"
                 " AND c.kind = 0 AND (? IS NULL OR res.created_at >= ?)"
                 " ORDER BY e.created_at DESC, e.id DESC LIMIT 1",
                 (cache_key, *workspaces, succeeded_since, succeeded_since),

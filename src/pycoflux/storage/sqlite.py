@@ -6,13 +6,15 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 
 from pycoflux import errors
 
 log = logging.getLogger("pycoflux.storage")
+
+CHUNK = 500  # ids per ``IN (...)`` list, well under SQLite's bound-parameter limit
 
 
 def connect(
@@ -119,13 +121,13 @@ def apply_migrations(db: sqlite3.Connection, migrations: Sequence[str]) -> None:
     migration that backfills from the history can take seconds on a large one. A new
     (empty) database is migrated silently."""
     (current,) = db.execute("PRAGMA user_version").fetchone()
-    upgrading = current > 0
+    name = _name(db) if current > 0 else None  # set when upgrading an existing database
     for number, script in enumerate(migrations, start=1):
         if number <= current:
             continue
         started = time.monotonic()
-        if upgrading:
-            log.info("%s: applying schema migration %d of %d", _name(db), number, len(migrations))
+        if name is not None:
+            log.info("%s: applying schema migration %d of %d", name, number, len(migrations))
         db.execute("BEGIN")
         try:
             for statement in script.split(";\n"):
@@ -136,10 +138,10 @@ def apply_migrations(db: sqlite3.Connection, migrations: Sequence[str]) -> None:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        if upgrading:
+        if name is not None:
             log.info(
                 "%s: schema migration %d applied in %.1f s",
-                _name(db),
+                name,
                 number,
                 time.monotonic() - started,
             )
@@ -151,3 +153,15 @@ def _name(db: sqlite3.Connection) -> str:
         if name == "main":
             return str(file) or ":memory:"
     return ":memory:"
+
+
+def chunks(ids: Iterable[int]) -> Iterator[list[int]]:
+    """The ids, sorted, in lists of at most ``CHUNK`` for ``IN (...)`` queries."""
+    items = sorted(ids)
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
+
+
+def marks(items: Sequence[object]) -> str:
+    """One ``?`` placeholder per item, comma-separated."""
+    return ",".join("?" * len(items))

@@ -14,7 +14,7 @@ from typing import Any
 
 from pycoflux.orchestration import checkpoints, inputs, lifecycle, model
 from pycoflux.orchestration import pools as pool_model
-from pycoflux.storage import orchestration
+from pycoflux.storage import orchestration, sqlite
 
 _RESULT_TYPES = {
     model.Completion.ABANDONED: "abandoned",
@@ -516,12 +516,12 @@ class _Parts:
         for table in present - {"checkpoints"}:
             column = _PART_TABLES[table]
             owners: set[int] = set()
-            for chunk in _chunks(execution_ids):
+            for chunk in sqlite.chunks(execution_ids):
                 owners.update(
                     row[0]
                     for row in db.execute(
                         f"SELECT DISTINCT {column} FROM {table}"
-                        f" WHERE {column} IN ({','.join('?' * len(chunk))})",
+                        f" WHERE {column} IN ({sqlite.marks(chunk)})",
                         chunk,
                     )
                 )
@@ -529,10 +529,6 @@ class _Parts:
 
     def has(self, table: str, execution_id: int) -> bool:
         return execution_id in self._owners.get(table, ())
-
-
-def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:
-    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def _execution_view(
@@ -810,8 +806,8 @@ def _slice_executions(
     """The executions of these steps with their assignment, result and completion, by
     step, in attempt order (the step id dropped from each row)."""
     found: dict[int, list[tuple[Any, ...]]] = {}
-    for chunk in _chunks(step_ids):
-        sql = _SLICE_EXECUTIONS.format(marks=",".join("?" * len(chunk)))
+    for chunk in sqlite.chunks(step_ids):
+        sql = _SLICE_EXECUTIONS.format(marks=sqlite.marks(chunk))
         for row in db.execute(sql, chunk):
             found.setdefault(row[-1], []).append(row[:-1])
     return found
